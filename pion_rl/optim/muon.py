@@ -1,0 +1,82 @@
+"""Muon, the matched baseline: orthogonalised Nesterov momentum for 2-D matrices, AdamW for the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .matrix_optimizer import MatrixOptimizer
+from .muon_math import muon_step
+from .newton_schulz import NS_COEFFICIENTS
+
+_NS_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+
+
+def _ns_dtype(value) -> torch.dtype:
+    if isinstance(value, torch.dtype):
+        return value
+    if value not in _NS_DTYPES:
+        raise ValueError(f"Muon: unknown ns_dtype {value!r}; expected one of {sorted(_NS_DTYPES)}")
+    return _NS_DTYPES[value]
+
+
+class Muon(MatrixOptimizer):
+    """Muon with the spec's settings: momentum 0.95, Nesterov, 5 quintic Newton-Schulz steps (in bf16),
+    step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
+
+    ``params``, the ``adamw_*`` options, ``head_dim`` and ``exchange`` are as for :class:`pion_rl.optim.Pion`;
+    groups use ``algorithm`` ``"muon"`` or ``"adamw"``. ``ns_dtype`` may be a dtype or a name (``"bfloat16"``,
+    ``"float32"``) so Hydra configs can set it. State per matrix: ``step`` and ``momentum_buffer`` like ``W``.
+    """
+
+    algorithm = "muon"
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        *,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+        ns_dtype: torch.dtype | str = torch.bfloat16,
+        rms_scale: float = 0.2,
+        weight_decay: float = 0.01,
+        adamw_betas: tuple[float, float] = (0.9, 0.999),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.01,
+        head_dim: int | None = None,
+        exchange=None,
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients),
+            ns_dtype=ns_dtype, rms_scale=rms_scale, weight_decay=weight_decay,
+            adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
+        )
+        # Muon updates whole matrices; head_dim only matters to Pion's per-head blocks.
+        super().__init__(params, defaults, head_dim=None, exchange=exchange)
+
+    def _check_matrix_group(self, group: dict[str, Any]) -> None:
+        _ns_dtype(group["ns_dtype"])
+        if not 0.0 <= group["momentum"] < 1.0:
+            raise ValueError(f"Muon: momentum must lie in [0, 1), got {group['momentum']}")
+        if group["ns_steps"] < 1:
+            raise ValueError(f"Muon: ns_steps must be >= 1, got {group['ns_steps']}")
+
+    def _matrix_state_numel(self, p: Tensor, group: dict[str, Any]) -> int:
+        return p.numel()
+
+    def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["momentum_buffer"] = torch.zeros_like(weight)
+        state["step"] += 1
+        muon_step(
+            weight, grad, state["momentum_buffer"], lr=group["lr"], momentum=group["momentum"],
+            nesterov=group["nesterov"], ns_steps=group["ns_steps"], ns_coefficients=tuple(group["ns_coefficients"]),
+            ns_dtype=_ns_dtype(group["ns_dtype"]), rms_scale=group["rms_scale"], weight_decay=group["weight_decay"],
+        )

@@ -1,0 +1,104 @@
+"""The Pion optimizer: spectrum-preserving updates ``W <- R W P`` with rotations from skew generators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .matrix_optimizer import MatrixOptimizer
+from .pion_math import PionSettings, pion_step, state_shapes
+
+
+class Pion(MatrixOptimizer):
+    """Pion for 2-D matrices, with an AdamW fallback for everything else (see ``shared/pion-spec.md``).
+
+    Args:
+        params: tensors, param-group dicts (``algorithm`` ``"pion"`` or ``"adamw"``), or ``(name, tensor)``
+            pairs, which are routed by name (embeddings, lm_head, norms, biases to AdamW).
+        lr: learning rate; under ``scaling="rms"`` the first-order change of each matrix has RMS ``lr * rms_scale``.
+        variant: ``"lie_lie"`` (momentum in the Lie algebra), ``"transported_ambient_ambient"`` or ``"msign"``.
+        update_side: ``"both"``, ``"alternate"`` (odd steps right, even steps left), ``"left"``/``"out"``,
+            ``"right"``/``"in"``.
+        exp_map: ``"taylor"`` (degree ``degree``), ``"cayley"`` or ``"exp"`` (both exactly orthogonal).
+        betas: momentum betas; None means (0.9, 0.999), or (0.95, 0.999) for ``msign``.
+        second_moment: RMS-normalise the momentum elementwise (``lie_lie``, ``transported_ambient_ambient``).
+        row_block: rows per independent block (per-head q/k/v, split fused weights); must divide d_out.
+        msign_steps, msign_lambda: Newton-Schulz steps and step multiplier of the ``msign`` variant.
+        weight_decay: decoupled decay of Pion matrices. 0 by default: decay shrinks singular values, which
+            is exactly what Pion is built not to do.
+        adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's options.
+        head_dim: with named params, q/k/v get ``row_block=head_dim``.
+        exchange: where whole matrices are updated (see :mod:`pion_rl.optim.sharding`); default one process.
+
+    State per matrix (top-level tensors of ``optimizer.state[p]``): ``step`` and, for ``lie_lie``, ``m_in``
+    ``(d_in, d_in)`` and ``m_out`` ``(d_out, d_out)`` (with a leading block dim under ``row_block``), plus
+    ``v_in``/``v_out`` with ``second_moment``; for the other variants ``m`` (and ``v``) shaped like ``W``.
+    """
+
+    algorithm = "pion"
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        *,
+        variant: str = "lie_lie",
+        update_side: str = "both",
+        exp_map: str = "taylor",
+        degree: int = 2,
+        scaling: str = "rms",
+        rms_scale: float = 0.2,
+        betas: tuple[float, float] | None = None,
+        second_moment: bool = False,
+        eps: float = 1e-8,
+        row_block: int | None = None,
+        msign_steps: int = 5,
+        msign_lambda: float = 1.0,
+        weight_decay: float = 0.0,
+        adamw_betas: tuple[float, float] = (0.9, 0.999),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.01,
+        head_dim: int | None = None,
+        exchange=None,
+    ):
+        defaults = dict(
+            lr=lr, variant=variant, update_side=update_side, exp_map=exp_map, degree=degree, scaling=scaling,
+            rms_scale=rms_scale, betas=betas, second_moment=second_moment, eps=eps, row_block=row_block,
+            msign_steps=msign_steps, msign_lambda=msign_lambda, weight_decay=weight_decay,
+            adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
+        )
+        super().__init__(params, defaults, head_dim=head_dim, exchange=exchange)
+
+    def _check_matrix_group(self, group: dict[str, Any]) -> None:
+        PionSettings.from_group(group)
+        block = group["row_block"]
+        for i, p in enumerate(group["params"]):
+            if block is not None and (block < 1 or p.shape[0] % block):
+                raise ValueError(f"Pion: row_block={block} does not divide the {p.shape[0]} rows of {self._name(group, i)}")
+
+    @staticmethod
+    def _blocks(p: Tensor, group: dict[str, Any]) -> tuple[int, int, int]:
+        rows, cols = p.shape
+        block = group["row_block"] or rows
+        return rows // block, block, cols
+
+    def _matrix_state_numel(self, p: Tensor, group: dict[str, Any]) -> int:
+        shapes = state_shapes(PionSettings.from_group(group), *self._blocks(p, group))
+        return sum(torch.Size(s).numel() for s in shapes.values())
+
+    def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
+        settings = PionSettings.from_group(group)
+        blocks, rows, cols = self._blocks(p, group)
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            for key, shape in state_shapes(settings, blocks, rows, cols).items():
+                state[key] = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        state["step"] += 1
+        if group["weight_decay"]:
+            weight.mul_(1.0 - settings.lr * group["weight_decay"])
+        buffers = {k: v for k, v in state.items() if k != "step"}
+        pion_step(weight.view(blocks, rows, cols), grad.view(blocks, rows, cols), buffers,
+                  int(state["step"].item()), settings)

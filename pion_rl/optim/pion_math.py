@@ -1,0 +1,172 @@
+"""One Pion step on plain tensors: momentum in the chosen space, generators, step size, rotations.
+
+Everything here works on a batch of matrices ``W`` of shape ``(B, r, c)`` (``B`` row blocks, or 1), in the
+compute dtype (fp32, or fp64 for fp64 parameters). The optimizer class owns state and bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .exp_maps import EXP_MAPS, rotate_left, rotate_right
+from .lie import left_generator, right_generator, rms_step_size
+from .newton_schulz import NS_COEFFICIENTS, msign
+
+VARIANTS = ("lie_lie", "transported_ambient_ambient", "msign")
+UPDATE_SIDES = ("both", "alternate", "left", "right")
+SIDE_ALIASES = {"out": "left", "in": "right"}
+SCALINGS = ("rms", "none")
+#: First-moment beta per variant when the caller gives none (the spec's msign uses 0.95).
+DEFAULT_BETAS = {"lie_lie": (0.9, 0.999), "transported_ambient_ambient": (0.9, 0.999), "msign": (0.95, 0.999)}
+
+
+@dataclass(frozen=True)
+class PionSettings:
+    """The hyper-parameters of one Pion param group, validated."""
+
+    lr: float
+    variant: str = "lie_lie"
+    update_side: str = "both"
+    exp_map: str = "taylor"
+    degree: int = 2
+    scaling: str = "rms"
+    rms_scale: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.999)
+    second_moment: bool = False
+    eps: float = 1e-8
+    msign_steps: int = 5
+    msign_lambda: float = 1.0
+
+    def __post_init__(self):
+        def check(ok: bool, what: str):
+            if not ok:
+                raise ValueError(f"Pion: {what}")
+
+        check(self.variant in VARIANTS, f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
+        check(self.update_side in UPDATE_SIDES,
+              f"unknown update_side {self.update_side!r}; expected one of {UPDATE_SIDES} or {tuple(SIDE_ALIASES)}")
+        check(self.exp_map in EXP_MAPS, f"unknown exp_map {self.exp_map!r}; expected one of {EXP_MAPS}")
+        check(self.scaling in SCALINGS, f"unknown scaling {self.scaling!r}; expected one of {SCALINGS}")
+        check(isinstance(self.degree, int) and self.degree >= 1, f"degree must be an int >= 1, got {self.degree!r}")
+        check(self.lr >= 0.0, f"lr must be >= 0, got {self.lr}")
+        check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must lie in [0, 1), got {self.betas}")
+        check(self.eps > 0.0, f"eps must be > 0, got {self.eps}")
+        check(self.msign_steps >= 1, f"msign_steps must be >= 1, got {self.msign_steps}")
+        check(not (self.variant == "msign" and self.second_moment),
+              "the msign variant has no second moment; set second_moment=False")
+
+    @classmethod
+    def from_group(cls, group: dict) -> "PionSettings":
+        variant = group["variant"]
+        betas = group["betas"] if group["betas"] is not None else DEFAULT_BETAS.get(variant, (0.9, 0.999))
+        return cls(
+            lr=float(group["lr"]), variant=variant,
+            update_side=SIDE_ALIASES.get(group["update_side"], group["update_side"]),
+            exp_map=group["exp_map"], degree=group["degree"], scaling=group["scaling"],
+            rms_scale=float(group["rms_scale"]), betas=tuple(float(b) for b in betas),
+            second_moment=bool(group["second_moment"]), eps=float(group["eps"]),
+            msign_steps=int(group["msign_steps"]), msign_lambda=float(group["msign_lambda"]),
+        )
+
+    def sides(self, step: int) -> tuple[bool, bool]:
+        """``(right, left)``: which rotations step ``step`` (counted from 1) applies."""
+        if self.update_side == "alternate":
+            return step % 2 == 1, step % 2 == 0
+        return self.update_side in ("both", "right"), self.update_side in ("both", "left")
+
+
+def state_shapes(settings: PionSettings, blocks: int, rows: int, cols: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the state tensors of one parameter split into ``blocks`` blocks of ``rows x cols``.
+
+    The batch dim is kept only for row-blocked parameters, so a plain matrix's state reads naturally.
+    """
+    lead = (blocks,) if blocks > 1 else ()
+    if settings.variant == "lie_lie":
+        shapes = {"m_in": lead + (cols, cols), "m_out": lead + (rows, rows)}
+        if settings.second_moment:
+            shapes.update(v_in=shapes["m_in"], v_out=shapes["m_out"])
+        return shapes
+    shapes = {"m": lead + (rows, cols)}
+    if settings.second_moment:
+        shapes["v"] = shapes["m"]
+    return shapes
+
+
+def _ema(buf: Tensor, value: Tensor, beta: float) -> None:
+    buf.lerp_(value, 1.0 - beta)
+
+
+def _ema_square(buf: Tensor, value: Tensor, beta: float) -> None:
+    buf.mul_(beta).addcmul_(value, value, value=1.0 - beta)
+
+
+def _precondition(m: Tensor, v: Tensor | None, eps: float) -> Tensor:
+    return m if v is None else m / (v.sqrt() + eps)
+
+
+def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: PionSettings) -> None:
+    """Update ``w`` and the momentum buffers of ``state`` in place.
+
+    Args:
+        w: ``(B, r, c)`` weights in the compute dtype; ``B`` independent matrices (row blocks).
+        g: ``(B, r, c)`` gradient, same dtype.
+        state: buffers shaped as :func:`state_shapes` says (viewed to carry the batch dim here).
+        step: this parameter's step number, counting from 1 (selects the side under ``alternate``).
+    """
+    state = {k: t.view(w.shape[0], *t.shape[-2:]) for k, t in state.items()}
+    right, left = s.sides(step)
+    beta1, beta2 = s.betas
+    carried = None  # the ambient momentum, rotated along with W by the transported variant
+
+    if s.variant == "lie_lie":
+        g_in, g_out = right_generator(w, g), left_generator(w, g)
+        # Both momenta move every step, whichever side is applied.
+        _ema(state["m_in"], g_in, beta1)
+        _ema(state["m_out"], g_out, beta1)
+        if s.second_moment:
+            _ema_square(state["v_in"], g_in, beta2)
+            _ema_square(state["v_out"], g_out, beta2)
+        a_in = -_precondition(state["m_in"], state.get("v_in"), s.eps) if right else None
+        a_out = -_precondition(state["m_out"], state.get("v_out"), s.eps) if left else None
+    else:
+        m = state["m"]
+        _ema(m, g, beta1)
+        if s.variant == "transported_ambient_ambient":
+            if s.second_moment:
+                _ema_square(state["v"], m, beta2)  # the square of m, not of g
+            m_tilde = _precondition(m, state.get("v"), s.eps)
+            a_in = -right_generator(w, m_tilde) if right else None
+            a_out = -left_generator(w, m_tilde) if left else None
+            carried = m
+        else:  # msign: orthogonalised half-generators with a fixed step, no RMS scaling
+            lam = s.lr * s.msign_lambda
+            a_in = -lam * msign(0.5 * right_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
+            a_out = -lam * msign(0.5 * left_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
+
+    wa = w @ a_in if a_in is not None else None
+    aw = a_out @ w if a_out is not None else None
+    if s.variant == "msign":
+        alpha = 1.0
+    elif s.scaling == "rms":
+        base = wa if aw is None else aw if wa is None else wa + aw
+        alpha = rms_step_size(base, s.lr, s.rms_scale)
+    else:
+        alpha = s.lr
+
+    # Right first, then left, as the spec's bilateral map says.
+    new_w = w
+    if a_in is not None:
+        x_in = alpha * a_in
+        new_w = rotate_right(w, x_in, s.exp_map, s.degree, wx=alpha * wa)
+        if carried is not None:
+            carried.copy_(rotate_right(carried, x_in, s.exp_map, s.degree))
+    if a_out is not None:
+        x_out = alpha * a_out
+        # A W is reusable only while W is still unrotated.
+        new_w = rotate_left(new_w, x_out, s.exp_map, s.degree, xw=alpha * aw if a_in is None else None)
+        if carried is not None:
+            carried.copy_(rotate_left(carried, x_out, s.exp_map, s.degree))
+    w.copy_(new_w)

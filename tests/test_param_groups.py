@@ -1,0 +1,93 @@
+"""Routing of a real (tiny) Qwen3 model's parameters between the matrix optimizer and AdamW."""
+
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from pion_rl.optim import Muon, Pion, param_groups
+
+
+def _tiny_qwen3(tie):
+    config = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    return Qwen3ForCausalLM(config)
+
+
+def _by_algorithm(groups):
+    out = {}
+    for g in groups:
+        for name in g["param_names"]:
+            out[name] = (g["algorithm"], g.get("row_block"))
+    return out
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_qwen3_routing(tie):
+    model = _tiny_qwen3(tie)
+    routed = _by_algorithm(param_groups(model, optimizer="pion", lr=1e-3, head_dim=8))
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(routed) == sorted(names)  # every parameter once, tied weights once
+    assert ("lm_head.weight" in routed) == (not tie)
+    for name, (algorithm, row_block) in routed.items():
+        leaf = name.split(".")[-2]
+        if leaf in ("q_proj", "k_proj", "v_proj"):
+            assert (algorithm, row_block) == ("pion", 8), name
+        elif leaf in ("o_proj", "gate_proj", "up_proj", "down_proj"):
+            assert (algorithm, row_block) == ("pion", None), name
+        else:  # embed_tokens, lm_head, every norm (incl. q_norm/k_norm)
+            assert algorithm == "adamw", name
+    n_matrices = sum(1 for a, _ in routed.values() if a == "pion")
+    assert n_matrices == 2 * 7
+
+
+def test_named_parameters_route_inside_the_optimizer_and_train():
+    model = _tiny_qwen3(tie=False)
+    opt = Pion(model.named_parameters(), lr=1e-2, head_dim=8, update_side="alternate", exp_map="cayley")
+    groups = {(g["algorithm"], g["row_block"]): set(g["param_names"]) for g in opt.param_groups}
+    assert "model.embed_tokens.weight" in groups[("adamw", None)]
+    assert "model.layers.0.self_attn.q_proj.weight" in groups[("pion", 8)]
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+    q = model.model.layers[0].self_attn.q_proj.weight
+    heads_before = torch.linalg.svdvals(q.detach().view(4, 8, 32).double())
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    # Per-head updates with an exact map keep each head's spectrum, to fp32 rounding.
+    torch.testing.assert_close(torch.linalg.svdvals(q.detach().view(4, 8, 32).double()), heads_before,
+                               rtol=2e-5, atol=1e-6)
+    assert set(opt.state[q]) == {"step", "m_in", "m_out"} and opt.state[q]["m_in"].shape == (4, 32, 32)
+
+
+def test_muon_routing_ignores_head_dim_and_names_without_a_module():
+    model = _tiny_qwen3(tie=True)
+    opt = Muon(model.named_parameters(), lr=1e-3)
+    matrix_names = {n for g in opt.param_groups if g["algorithm"] == "muon" for n in g["param_names"]}
+    assert len(matrix_names) == 14 and not any("embed" in n or "norm" in n for n in matrix_names)
+    named = [("w", torch.nn.Parameter(torch.zeros(3, 3))), ("embed_tokens.weight", torch.nn.Parameter(torch.zeros(5, 3)))]
+    assert _by_algorithm(param_groups(named, optimizer="muon")) == {"w": ("muon", None),
+                                                                    "embed_tokens.weight": ("adamw", None)}
+
+
+def test_fused_projections_split_into_their_parts():
+    named = [("attn.qkv_proj.weight", torch.nn.Parameter(torch.zeros(48, 16))),
+             ("mlp.gate_up_proj.weight", torch.nn.Parameter(torch.zeros(64, 16)))]
+    routed = _by_algorithm(param_groups(named, head_dim=8))
+    assert routed["attn.qkv_proj.weight"] == ("pion", 8)  # q, k, v are whole heads: per-head blocks
+    assert routed["mlp.gate_up_proj.weight"] == ("pion", 32)  # gate and up: two whole matrices
+
+
+def test_routing_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        param_groups([("w", torch.zeros(2, 2))], optimizer="sgd")
+    with pytest.raises(ValueError, match="do not split into heads"):
+        param_groups([("layer.q_proj.weight", torch.nn.Parameter(torch.zeros(12, 4)))], head_dim=8)
+    with pytest.raises(TypeError, match="named_parameters"):
+        param_groups([torch.zeros(2, 2)])
+    with pytest.raises(ValueError, match="head_dim needs named parameters"):
+        Pion([torch.nn.Parameter(torch.zeros(2, 2))], head_dim=2)
