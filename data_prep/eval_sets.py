@@ -1,0 +1,84 @@
+"""The validation sets to verl parquet: ``DIR/<name>.parquet`` for each name below.
+
+    python data_prep/eval_sets.py [--out ~/data/math_eval] [--names aime24 amc23 ...] [--local-path DIR]
+
+Each row has ``data_source`` = its name (one that `pion_rl.reward` knows), the recipe's prompt, and the
+ground truth scored by the reward. Sources on the hub (split; question / answer columns):
+
+==============  =========================  =====  ========================
+name            hub id                     split  columns
+==============  =========================  =====  ========================
+aime24          HuggingFaceH4/aime_2024    train  problem / answer
+aime25          yentinglin/aime_2025       train  problem / answer
+amc23           math-ai/amc23              test   question / answer
+math500         HuggingFaceH4/MATH-500     test   problem / answer
+minerva         math-ai/minervamath        test   question / answer
+olympiadbench   math-ai/olympiadbench      test   question / final_answer
+==============  =========================  =====  ========================
+
+With ``--local-path DIR`` (offline machines), set ``<name>`` is read from ``DIR/<name>.parquet``,
+``.jsonl``, ``.json`` or a directory ``DIR/<name>/`` of such files, with the hub's columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from verl_rows import READABLE_SUFFIXES, convert, read_local, write_parquet
+
+
+@dataclass(frozen=True)
+class EvalSource:
+    hub_id: str
+    split: str
+    question_key: str
+    answer_key: str
+
+
+SOURCES = {
+    "aime24": EvalSource("HuggingFaceH4/aime_2024", "train", "problem", "answer"),
+    "aime25": EvalSource("yentinglin/aime_2025", "train", "problem", "answer"),
+    "amc23": EvalSource("math-ai/amc23", "test", "question", "answer"),
+    "math500": EvalSource("HuggingFaceH4/MATH-500", "test", "problem", "answer"),
+    "minerva": EvalSource("math-ai/minervamath", "test", "question", "answer"),
+    "olympiadbench": EvalSource("math-ai/olympiadbench", "test", "question", "final_answer"),
+}
+
+
+def local_copy(directory: Path, name: str) -> Path:
+    """Where set ``name`` lives under ``directory``; FileNotFoundError listing the accepted names if nowhere."""
+    candidates = [directory / name, *(directory / f"{name}{suffix}" for suffix in READABLE_SUFFIXES)]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"no local copy of {name!r}: expected one of {[str(c) for c in candidates]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="~/data/math_eval", help="output directory")
+    parser.add_argument("--names", nargs="+", choices=list(SOURCES), default=list(SOURCES))
+    parser.add_argument("--local-path", help="directory holding a local copy of each set")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out).expanduser()
+    for name in args.names:
+        source = SOURCES[name]
+        if args.local_path:
+            records = read_local(local_copy(Path(args.local_path).expanduser(), name))
+        else:
+            import datasets
+
+            records = datasets.load_dataset(source.hub_id, split=source.split)
+        conversion = convert(records, name, source.question_key, source.answer_key, split="test")
+        write_parquet(conversion.rows, out / f"{name}.parquet")
+        print(conversion.report(name))
+    print(f"wrote {len(args.names)} sets -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

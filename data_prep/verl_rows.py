@@ -1,0 +1,161 @@
+"""Rows in verl's RL parquet schema, shared by the data_prep scripts.
+
+A row is what verl's ``examples/data_preprocess/*.py`` write and ``RLHFDataset`` reads::
+
+    {"data_source": str, "prompt": [{"role": "user", "content": str}], "ability": "math",
+     "reward_model": {"style": "rule", "ground_truth": str}, "extra_info": {"split": str, "index": int, ...}}
+
+The prompt is the question followed by the instruction to box the answer; the ground truth is the content
+of the last ``\\boxed{}`` of the source answer if it has one, else the answer itself (the reward extracts the
+model's answer with the same function). A record that cannot make a row (empty question, missing answer,
+an unclosed box) is reported by index and counted, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pion_rl.reward import DATA_SOURCES, last_boxed_answer
+
+INSTRUCTION = " Let's think step by step and output the final answer within \\boxed{}."
+READABLE_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+class BadRecord(ValueError):
+    """A source record that cannot become a row; the message says why."""
+
+
+@dataclass
+class Conversion:
+    """The rows built from one source, and the records that could not become rows (index -> reason)."""
+
+    rows: list[dict] = field(default_factory=list)
+    bad: dict[int, str] = field(default_factory=dict)
+
+    def report(self, name: str) -> str:
+        """One line per bad record, then a count line."""
+        lines = [f"{name}: bad record {index}: {reason}" for index, reason in self.bad.items()]
+        lines.append(f"{name}: {len(self.rows) + len(self.bad)} records, {len(self.rows)} rows, {len(self.bad)} bad")
+        return "\n".join(lines)
+
+
+def prompt_messages(question: str) -> list[dict]:
+    """The single user turn of the recipe's prompt."""
+    return [{"role": "user", "content": question.rstrip() + INSTRUCTION}]
+
+
+def ground_truth(answer) -> str:
+    """The reference answer of a source record as the reward compares it.
+
+    Strings keep their content (the last ``\\boxed{}`` if present); integral floats (some hub sets store
+    ``27.0``) become ``"27"``; a list of answers (OlympiadBench) becomes ``"a, b"``. Raises `BadRecord` for
+    a missing or empty answer or a ``\\boxed`` that does not close.
+    """
+    if hasattr(answer, "tolist"):  # numpy arrays and scalars, as parquet gives them
+        answer = answer.tolist()
+    if isinstance(answer, (list, tuple)):
+        if not answer:
+            raise BadRecord("missing answer (empty list)")
+        return ", ".join(ground_truth(part) for part in answer)
+    if answer is None or (isinstance(answer, float) and math.isnan(answer)):
+        raise BadRecord("missing answer")
+    if isinstance(answer, float) and answer.is_integer():
+        answer = int(answer)
+    text = str(answer).strip()
+    if "\\boxed" in text or "\\fbox" in text:
+        boxed = last_boxed_answer(text)
+        if boxed is None:
+            raise BadRecord(f"answer has a \\boxed that does not close: {text[:80]!r}")
+        text = boxed.strip()
+    if not text:
+        raise BadRecord("empty answer")
+    return text
+
+
+def verl_row(data_source: str, question, answer, split: str, index: int, **extra_info) -> dict:
+    """One row; raises `BadRecord` if the question is empty or the answer unusable."""
+    if data_source not in DATA_SOURCES:
+        raise ValueError(f"data_source {data_source!r} is not one pion_rl.reward knows: {DATA_SOURCES}")
+    if not isinstance(question, str) or not question.strip():
+        raise BadRecord("empty question")
+    return {
+        "data_source": data_source,
+        "prompt": prompt_messages(question),
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": ground_truth(answer)},
+        "extra_info": {"split": split, "index": index, **extra_info},
+    }
+
+
+def convert(
+    records: Iterable[dict],
+    data_source: str,
+    question_key: str,
+    answer_key: str,
+    split: str,
+    extra_keys: Sequence[str] = (),
+) -> Conversion:
+    """Rows for every record (``extra_info.index`` = the record's position in the source), bad ones set aside.
+
+    Raises `KeyError` naming the available columns if a record lacks ``question_key`` or ``answer_key``
+    altogether: that is the wrong dataset or column mapping, not a bad record.
+    """
+    conversion = Conversion()
+    for index, record in enumerate(records):
+        missing = [key for key in (question_key, answer_key, *extra_keys) if key not in record]
+        if missing:
+            raise KeyError(f"record {index} has no column {missing}; its columns are {sorted(record)}")
+        try:
+            extra = {key: _plain(record[key]) for key in extra_keys}
+            conversion.rows.append(
+                verl_row(data_source, record[question_key], record[answer_key], split, index, **extra)
+            )
+        except BadRecord as bad:
+            conversion.bad[index] = str(bad)
+    return conversion
+
+
+def read_local(path: str | os.PathLike) -> list[dict]:
+    """The records of a local copy: one .parquet / .jsonl / .json file, or a directory of them (in name order)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in READABLE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{path} holds no {'/'.join(READABLE_SUFFIXES)} file")
+    elif path.suffix in READABLE_SUFFIXES:
+        files = [path]
+    else:
+        raise ValueError(f"cannot read {path}: give a {'/'.join(READABLE_SUFFIXES)} file or a directory of them")
+    return [record for file in files for record in _read_file(file)]
+
+
+def write_parquet(rows: list[dict], path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path, index=False)
+
+
+def _read_file(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).to_dict("records")
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as lines:
+            return [json.loads(line) for line in lines if line.strip()]
+    with path.open(encoding="utf-8") as file:
+        records = json.load(file)
+    if not isinstance(records, list):
+        raise ValueError(f"{path} must hold a JSON list of records (one object per row)")
+    return records
+
+
+def _plain(value):
+    """A numpy / pandas scalar as the Python value parquet should store (NaN -> None)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value

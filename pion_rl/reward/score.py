@@ -1,0 +1,84 @@
+"""The reward of one response: does its last boxed answer match the ground truth?"""
+
+from __future__ import annotations
+
+import logging
+
+from pion_rl.reward import symbolic
+from pion_rl.reward.boxed import MAX_ANSWER_CHARS, last_boxed_answer
+from pion_rl.reward.normalize import normalize_answer
+
+logger = logging.getLogger(__name__)
+
+MODES = ("strict", "math_verify")
+# The data sources data_prep writes (all math with a boxed final answer, all scored by the same rule). Another
+# source is scored the same way with a one-time warning: a reward wired to the wrong dataset should be visible.
+DATA_SOURCES = ("deepmath", "aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
+# Keyword arguments verl 0.9.1's reward managers add to the call when a reward model router is configured.
+_VERL_CALL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
+_warned_sources: set[str] = set()
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict | None = None,
+    *,
+    mode: str = "strict",
+    verify_timeout_s: float = 1.0,
+    **verl_kwargs,
+) -> dict:
+    """Score one response: ``{"score": 1.0 or 0.0, "acc": bool, "pred": extracted answer or ""}``.
+
+    The answer is the content of the LAST ``\\boxed{...}`` of ``solution_str`` (see `last_boxed_answer`); a
+    response without one scores 0 in every mode. Then:
+
+    - ``mode="strict"`` (default): correct iff the answer equals ``ground_truth`` after the light
+      normalisation of `normalize_answer` (whitespace, ``$``, ``\\left``/``\\right``, spacing commands,
+      ``\\dfrac``, ``\\text{}`` wrappers, trailing period). It is the default because it is the reward the
+      spec defines for the recipe, it is deterministic and it costs microseconds.
+    - ``mode="math_verify"``: correct iff strict says so or math-verify proves the two equivalent
+      (``\\frac{1}{2}`` = ``0.5``, ``(x+1)^2`` = ``x^2+2x+1``, ...). It never scores below strict. Each
+      comparison runs in a process killed after ``verify_timeout_s`` seconds (a timeout scores 0); warm
+      comparisons of ordinary answers take 1 to 100 ms. The first call of a process (per concurrent
+      thread) also starts a worker: 1 to 3 s of imports.
+
+    verl passes ``reward.custom_reward_function.reward_kwargs`` as keyword arguments, so
+    ``+reward.custom_reward_function.reward_kwargs.mode=math_verify`` selects the mode. ``extra_info`` and the
+    keyword arguments verl adds for reward models are ignored. The three keys are always present (verl
+    stacks ``reward_extra_info`` across samples, key by key); ``pred`` feeds verl's majority-vote metrics.
+
+    Never raises on the content of ``solution_str`` or ``ground_truth`` and returns in bounded time for any
+    of them (answers longer than ``MAX_ANSWER_CHARS`` count as no answer). Raises only for a configuration
+    error: an unknown ``mode`` or keyword argument, or a math-verify worker that cannot start.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown reward mode {mode!r}: use one of {MODES} (reward_kwargs.mode)")
+    unknown_kwargs = set(verl_kwargs) - _VERL_CALL_KWARGS
+    if unknown_kwargs:
+        raise TypeError(
+            f"compute_score got unknown keyword arguments {sorted(unknown_kwargs)}: the reward accepts mode= "
+            f"and verify_timeout_s= (check reward.custom_reward_function.reward_kwargs)"
+        )
+    if data_source not in DATA_SOURCES and data_source not in _warned_sources:
+        _warned_sources.add(data_source)
+        logger.warning(
+            "data_source %r is not one of %s; scoring it with the boxed-answer rule", data_source, DATA_SOURCES
+        )
+
+    pred = last_boxed_answer(solution_str if isinstance(solution_str, str) else str(solution_str))
+    correct = pred is not None and _matches(pred, str(ground_truth), mode, verify_timeout_s)
+    return {"score": 1.0 if correct else 0.0, "acc": correct, "pred": pred or ""}
+
+
+def _matches(pred: str, ground_truth: str, mode: str, verify_timeout_s: float) -> bool:
+    normal_pred = normalize_answer(pred)
+    if normal_pred and normal_pred == normalize_answer(ground_truth):
+        return True
+    return (
+        mode == "math_verify"
+        and bool(normal_pred)
+        and len(ground_truth) <= MAX_ANSWER_CHARS
+        and symbolic.equivalent(ground_truth, pred, verify_timeout_s)
+    )

@@ -1,0 +1,215 @@
+"""data_prep: DeepMath and the eval sets to verl parquet, read back by verl's own RLHFDataset."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from pion_rl.demo.tokenizer import build_tokenizer
+from pion_rl.reward import compute_score
+
+# The data_prep scripts run as `python data_prep/<script>.py`, importing their sibling `verl_rows`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_prep"))
+import deepmath  # noqa: E402
+import eval_sets  # noqa: E402
+from verl_rows import INSTRUCTION  # noqa: E402
+
+N_GOOD = 300
+# index -> (question, final_answer) of records that must be reported, with the reason's keyword
+BAD = {
+    7: ("", "3", "empty question"),
+    50: ("   \n", "3", "empty question"),
+    123: ("What is 1+1?", None, "missing answer"),
+    200: ("What is 2+2?", "\\boxed{4", "does not close"),
+    250: ("What is 3+3?", "  ", "empty answer"),
+}
+
+
+def _deepmath_records() -> list[dict]:
+    """N_GOOD usable records (varied lengths, some multi-byte text, some boxed answers) with BAD spliced in."""
+    good = []
+    for i in range(N_GOOD):
+        question = f"Compute {i} + {i}. " + "Explain é∑ carefully. " * (i % 7) + "  \n"
+        answer = f"\\boxed{{{2 * i}}}" if i % 3 == 0 else f"{2 * i}"
+        good.append({"question": question, "final_answer": answer, "difficulty": float(i % 10), "topic": f"t{i % 4}"})
+    records = []
+    for index in range(N_GOOD + len(BAD)):
+        if index in BAD:
+            question, answer, _ = BAD[index]
+            records.append({"question": question, "final_answer": answer, "difficulty": 1.0, "topic": "bad"})
+        else:
+            records.append(good.pop(0))
+    return records
+
+
+@pytest.fixture(scope="module")
+def deepmath_copy(tmp_path_factory) -> Path:
+    """The fixture as a local copy: a directory of two parquet shards, like the hub's files."""
+    directory = tmp_path_factory.mktemp("deepmath_copy")
+    frame = pd.DataFrame(_deepmath_records())
+    frame.iloc[:150].to_parquet(directory / "train-00000-of-00002.parquet")
+    frame.iloc[150:].to_parquet(directory / "train-00001-of-00002.parquet")
+    return directory
+
+
+def _run_deepmath(copy: Path, out: Path, *extra: str) -> dict[str, pd.DataFrame]:
+    assert deepmath.main(["--local-path", str(copy), "--out", str(out), *extra]) == 0
+    return {split: pd.read_parquet(out / f"{split}.parquet") for split in ("train", "test")}
+
+
+def test_deepmath_rows_have_verl_schema_prompt_and_ground_truth(deepmath_copy, tmp_path):
+    splits = _run_deepmath(deepmath_copy, tmp_path)
+    source = _deepmath_records()
+    for split, frame in splits.items():
+        assert list(frame.columns) == ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+        for row in frame.to_dict("records"):
+            index = row["extra_info"]["index"]
+            record = source[index]
+            assert row["data_source"] == "deepmath" and row["ability"] == "math"
+            assert list(row["prompt"]) == [{"role": "user", "content": record["question"].rstrip() + INSTRUCTION}]
+            assert row["prompt"][0]["content"].endswith("output the final answer within \\boxed{}.")
+            i = int(record["question"].split()[1])  # "Compute i + i."
+            assert row["reward_model"] == {"style": "rule", "ground_truth": str(2 * i)}  # \boxed{..} unwrapped
+            assert row["extra_info"] == {
+                "split": split,
+                "index": index,
+                "difficulty": record["difficulty"],
+                "topic": record["topic"],
+            }
+            # The reward accepts the answer the prompt asks for.
+            assert compute_score("deepmath", f"... so \\boxed{{{2 * i}}}", row["reward_model"]["ground_truth"])["acc"]
+
+
+def test_deepmath_split_sizes_disjointness_and_determinism(deepmath_copy, tmp_path):
+    first = _run_deepmath(deepmath_copy, tmp_path / "a")
+    again = _run_deepmath(deepmath_copy, tmp_path / "b")
+    other_seed = _run_deepmath(deepmath_copy, tmp_path / "c", "--seed", "7")
+
+    test_indices = set(first["test"].extra_info.map(lambda e: e["index"]))
+    train_indices = set(first["train"].extra_info.map(lambda e: e["index"]))
+    assert len(test_indices) == round(0.01 * N_GOOD) == 3
+    assert len(train_indices) == N_GOOD - 3
+    assert test_indices.isdisjoint(train_indices)
+    assert test_indices | train_indices == set(range(N_GOOD + len(BAD))) - set(BAD)
+    assert sorted(train_indices) == list(first["train"].extra_info.map(lambda e: e["index"]))  # source order
+    for split in ("train", "test"):
+        pd.testing.assert_frame_equal(first[split], again[split])  # same seed, same files
+    assert set(other_seed["test"].extra_info.map(lambda e: e["index"])) != test_indices
+
+
+def test_deepmath_max_samples_keeps_the_test_split(deepmath_copy, tmp_path):
+    full = _run_deepmath(deepmath_copy, tmp_path / "full")
+    capped = _run_deepmath(deepmath_copy, tmp_path / "capped", "--max-samples", "40")
+    assert len(capped["train"]) == 40
+    pd.testing.assert_frame_equal(capped["test"], full["test"])
+    full_train = set(full["train"].extra_info.map(lambda e: e["index"]))
+    assert set(capped["train"].extra_info.map(lambda e: e["index"])) <= full_train
+
+
+def test_deepmath_bad_records_are_reported_by_index_and_counted(deepmath_copy, tmp_path, capsys):
+    _run_deepmath(deepmath_copy, tmp_path)
+    report = capsys.readouterr().out
+    for index, (_, _, reason) in BAD.items():
+        [line] = [line for line in report.splitlines() if line.startswith(f"deepmath: bad record {index}:")]
+        assert reason in line
+    total = N_GOOD + len(BAD)
+    assert f"deepmath: {total} records, {N_GOOD} rows, {len(BAD)} bad" in report
+    assert f"deepmath: {N_GOOD - 3} train rows, 3 test rows" in report
+
+
+def test_deepmath_wrong_columns_fail_with_the_available_ones(tmp_path):
+    pd.DataFrame([{"problem": "1+1?", "answer": "2"}]).to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(KeyError, match=r"no column \['question', 'final_answer', 'difficulty', 'topic'\].*answer"):
+        deepmath.main(["--local-path", str(tmp_path / "other.parquet"), "--out", str(tmp_path / "out")])
+
+
+def test_verl_rlhf_dataset_reads_the_parquet_and_tokenises_the_prompts(deepmath_copy, tmp_path):
+    """verl's RLHFDataset reads our train.parquet, hands the chat messages on unchanged, and measures prompt
+    length with the tokenizer's chat template, as the rollout will: `filter_overlong_prompts` keeps exactly
+    the rows whose length, computed independently here, fits."""
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    frame = _run_deepmath(deepmath_copy, tmp_path)["train"]
+    tokenizer = build_tokenizer()
+
+    # The offline tokenizer has one token per UTF-8 byte plus one per special token, so the templated
+    # prompt "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n" has this many tokens:
+    def expected_length(content: str) -> int:
+        return 1 + len(f"user\n{content}".encode()) + 1 + 1 + 1 + len(b"assistant\n")
+
+    lengths = frame.prompt.map(lambda messages: expected_length(messages[0]["content"])).to_numpy()
+    max_prompt_length = int(np.median(lengths))
+    config = OmegaConf.create(
+        {
+            "max_prompt_length": max_prompt_length,
+            "filter_overlong_prompts": True,
+            "filter_overlong_prompts_workers": 1,
+            "cache_dir": str(tmp_path / "verl_cache"),
+        }
+    )
+    dataset = RLHFDataset(str(tmp_path / "train.parquet"), tokenizer, config)
+
+    kept = frame[lengths <= max_prompt_length]
+    assert 0 < len(kept) < len(frame)
+    assert len(dataset) == len(kept)
+    for position in (0, len(dataset) // 2, len(dataset) - 1):
+        item = dataset[position]
+        row = kept.iloc[position]
+        assert item["raw_prompt"] == list(row.prompt)
+        assert item["reward_model"]["ground_truth"] == row.reward_model["ground_truth"]
+        assert item["index"] == row.extra_info["index"]
+        ids = tokenizer.apply_chat_template(item["raw_prompt"], add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        assert len(ids) == expected_length(row.prompt[0]["content"])
+        assert tokenizer.decode(ids).endswith(INSTRUCTION + "<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_eval_sets_from_local_copies(tmp_path, capsys):
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    # aime24 as JSON lines with integer answers, like the hub set.
+    pd.DataFrame({"problem": ["Find x.", "Find y. "], "answer": [204, 33]}).to_json(
+        copies / "aime24.jsonl", orient="records", lines=True
+    )
+    # amc23 stores answers as floats; one record has no answer.
+    pd.DataFrame({"question": ["Q1", "Q2", "Q3"], "answer": [27.0, 0.5, None]}).to_parquet(copies / "amc23.parquet")
+    # olympiadbench: final_answer is a list, inside a directory of shards.
+    (copies / "olympiadbench").mkdir()
+    pd.DataFrame({"question": ["Q"], "final_answer": [["$\\frac{1}{2}$", "3"]]}).to_parquet(
+        copies / "olympiadbench" / "test-0.parquet"
+    )
+
+    names = ["aime24", "amc23", "olympiadbench"]
+    assert eval_sets.main(["--local-path", str(copies), "--out", str(tmp_path / "out"), "--names", *names]) == 0
+    frames = {name: pd.read_parquet(tmp_path / "out" / f"{name}.parquet") for name in names}
+    assert sorted(p.stem for p in (tmp_path / "out").iterdir()) == sorted(names)
+
+    truths = {name: [rm["ground_truth"] for rm in frame.reward_model] for name, frame in frames.items()}
+    assert truths == {"aime24": ["204", "33"], "amc23": ["27", "0.5"], "olympiadbench": ["$\\frac{1}{2}$, 3"]}
+    for name, frame in frames.items():
+        assert set(frame.data_source) == {name}
+        assert all(e["split"] == "test" for e in frame.extra_info)
+    assert frames["aime24"].prompt[1][0]["content"] == "Find y." + INSTRUCTION
+    assert [e["index"] for e in frames["amc23"].extra_info] == [0, 1]
+    report = capsys.readouterr().out
+    assert "amc23: bad record 2: missing answer" in report
+    assert "amc23: 3 records, 2 rows, 1 bad" in report
+    # The stored ground truths are ones the reward can match.
+    assert compute_score("amc23", "\\boxed{27}", truths["amc23"][0])["acc"]
+    assert compute_score("olympiadbench", "\\boxed{\\frac{1}{2}, 3}", truths["olympiadbench"][0])["acc"]
+
+
+def test_eval_sets_missing_local_copy_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no local copy of 'minerva'.*minerva.jsonl"):
+        eval_sets.main(["--local-path", str(tmp_path), "--out", str(tmp_path / "out"), "--names", "minerva"])
+
+
+def test_every_eval_set_has_a_data_source_the_reward_knows():
+    from pion_rl.reward import DATA_SOURCES
+
+    assert set(eval_sets.SOURCES) | {"deepmath"} == set(DATA_SOURCES)

@@ -1,0 +1,309 @@
+"""pion_rl.reward: the boxed-answer reward, its two modes, its time bound, and its path through verl."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from verl import DataProto
+
+from pion_rl.demo.tokenizer import build_tokenizer
+from pion_rl.reward import MAX_ANSWER_CHARS, compute_score, last_boxed_answer, symbolic
+
+# The generous per-call wall-time bound for hostile inputs (the math_verify timeout is 1 s by default).
+TIME_BOUND_S = 2.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_verify_pool():
+    """Start the math-verify forkserver once (about a second, once per process) so timings below measure
+    the steady state."""
+    assert compute_score("deepmath", r"\boxed{0.5}", r"\frac{1}{2}", mode="math_verify")["score"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("response", "ground_truth", "expected_pred", "expected_score"),
+    [
+        (r"So the answer is $\boxed{42}$.", "42", "42", 1.0),
+        (r"\boxed{ 42 }", "42", " 42 ", 1.0),
+        (r"\boxed{\left( 1, 2 \right)}", "(1,2)", r"\left( 1, 2 \right)", 1.0),
+        (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", r"\dfrac{1}{2}", 1.0),
+        (r"\boxed{\text{B}}", "B", r"\text{B}", 1.0),
+        (r"\boxed{3\!\cdot\!5.}", r"3 \cdot 5", r"3\!\cdot\!5.", 1.0),
+        (r"\boxed{x \in [0, 1)}", r"x\in[0,1)", r"x \in [0, 1)", 1.0),
+        (r"\fbox{7}", "7", "7", 1.0),
+        (r"the answer is $\boxed 7$", "7", "7", 1.0),
+        (r"\boxed{43}", "42", "43", 0.0),
+        (r"\boxed{-1}", "1", "-1", 0.0),
+        (r"\boxed{\frac{1}{2}}", "0.5", r"\frac{1}{2}", 0.0),
+        (r"\boxed{5\text{ cm}}", "5", r"5\text{ cm}", 0.0),  # units are not stripped (documented)
+        (r"\boxed{\leftarrow}", "arrow", r"\leftarrow", 0.0),  # only the \left command goes, not \leftarrow
+        ("The answer is 42.", "42", "", 0.0),
+        (r"\boxed{}", "", "", 0.0),  # an empty answer never matches, even an empty ground truth
+        (r"\boxedx", "x", "", 0.0),
+    ],
+)
+def test_strict_known_matches_and_mismatches(response, ground_truth, expected_pred, expected_score):
+    result = compute_score("deepmath", response, ground_truth)
+    assert result == {"score": expected_score, "acc": expected_score == 1.0, "pred": expected_pred}
+
+
+def test_the_last_boxed_answer_counts():
+    two_answers = r"First guess \boxed{1}. On reflection, \boxed{2}."
+    assert compute_score("deepmath", two_answers, "2")["score"] == 1.0
+    assert compute_score("deepmath", two_answers, "1")["score"] == 0.0
+    # A response cut off inside its last box has no final answer, whatever came before.
+    truncated = r"First guess \boxed{1}. On reflection, \boxed{\frac{1}{"
+    assert compute_score("deepmath", truncated, "1") == {"score": 0.0, "acc": False, "pred": ""}
+    # \fbox and \boxed compete on position.
+    assert last_boxed_answer(r"\boxed{1} \fbox{2}") == "2"
+    assert last_boxed_answer(r"\fbox{1} \boxed{2}") == "2"
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        (r"\boxed{\frac{a}{b^{2}}} rest", r"\frac{a}{b^{2}}"),
+        (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),
+        (r"\boxed{x \} y}", r"x \} y"),  # an escaped brace does not close the box
+        (r"\boxed{a \\ b}", r"a \\ b"),  # an escaped backslash does not escape the brace after it
+        (r"\boxed{\boxed{1}}", "1"),  # the last command to start is the inner one
+        ("\\boxed{" + "{" * 40 + "x" + "}" * 40 + "}", "{" * 40 + "x" + "}" * 40),
+        ("\\boxed{" + "a" * MAX_ANSWER_CHARS + "}", "a" * MAX_ANSWER_CHARS),
+        ("\\boxed{" + "a" * (MAX_ANSWER_CHARS + 1) + "}", None),
+        (r"no box at all", None),
+    ],
+)
+def test_boxed_extraction_balances_braces(text, answer):
+    assert last_boxed_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    ("pred", "ground_truth"),
+    [
+        (r"\frac{1}{2}", "0.5"),
+        ("0.50", r"\dfrac12"),
+        ("(x+1)^2", "x^2+2x+1"),
+        (r"\frac{\sqrt{2}}{2}", r"\sqrt{2}/2"),
+        (r"\{2, 1\}", r"\{1,2\}"),
+    ],
+)
+def test_math_verify_mode_accepts_equivalent_forms_strict_does_not(pred, ground_truth):
+    response = f"Hence $\\boxed{{{pred}}}$."
+    assert compute_score("deepmath", response, ground_truth)["score"] == 0.0
+    assert compute_score("deepmath", response, ground_truth, mode="math_verify") == {
+        "score": 1.0,
+        "acc": True,
+        "pred": pred,
+    }
+
+
+@pytest.mark.parametrize(
+    ("response", "ground_truth", "strict_score"),
+    [
+        (r"\boxed{42}", "42", 1.0),
+        (r"\boxed{\text{B}}", "B", 1.0),
+        (r"\boxed{3}", "2", 0.0),
+        (r"\boxed{x^2}", "x^3", 0.0),
+        (r"\boxed{\frac{1}{3}}", "0.33", 0.0),
+        ("0.5", "0.5", 0.0),  # no box: math_verify mode does not look outside the last box either
+    ],
+)
+def test_math_verify_mode_agrees_with_strict_on_matches_and_true_mismatches(response, ground_truth, strict_score):
+    assert compute_score("deepmath", response, ground_truth)["score"] == strict_score
+    assert compute_score("deepmath", response, ground_truth, mode="math_verify")["score"] == strict_score
+
+
+HOSTILE = {
+    "10 MB without a box": ("x" * 10_000_000, "1"),
+    "10 MB after the box": (r"\boxed{1}" + "y" * 10_000_000, "2"),
+    "a million unclosed braces": ("\\boxed{" + "{" * 1_000_000, "1"),
+    "a huge closed box": ("\\boxed{" + "9" * 5_000_000 + "}", "9"),
+    "deeply nested balanced braces": ("\\boxed{" + "{" * 200_000 + "}" * 200_000 + "}", "1"),
+    "a power tower": (r"\boxed{9^{9^{9^{9}}}}", "1"),
+    "a ten-billion-digit number": (r"\boxed{10^{10^{10}}}", "5"),
+    "a factorial of a huge number": (r"\boxed{(10^{10})!}", "2"),
+    "malformed LaTeX": (r"\boxed{\frac{\sqrt{}{\begin{pmatrix}&&\\\end{}^^_}", "1"),
+    "unicode and a lone surrogate": ("\\boxed{\u0663\ud800\U0001f600}", "3"),
+    "a huge ground truth": (r"\boxed{1}", "1" * 5_000_000 + "2"),
+    "not a string": (None, "1"),
+}
+
+
+@pytest.mark.parametrize("mode", ["strict", "math_verify"])
+@pytest.mark.parametrize("case", list(HOSTILE), ids=list(HOSTILE))
+def test_hostile_inputs_score_zero_fast(case, mode):
+    response, ground_truth = HOSTILE[case]
+    start = time.perf_counter()
+    result = compute_score("deepmath", response, ground_truth, mode=mode)
+    elapsed = time.perf_counter() - start
+    assert result["score"] == 0.0 and result["acc"] is False
+    assert len(result["pred"]) <= MAX_ANSWER_CHARS
+    assert elapsed < TIME_BOUND_S, f"{case} took {elapsed:.2f} s"
+
+
+def test_pool_recovers_after_a_timeout():
+    """A killed worker is replaced: the next comparison is answered correctly, and quickly."""
+    assert compute_score("deepmath", r"\boxed{9^{9^{9^{9}}}}", "1", mode="math_verify")["score"] == 0.0
+    start = time.perf_counter()
+    assert compute_score("deepmath", r"\boxed{\frac{1}{4}}", "0.25", mode="math_verify")["score"] == 1.0
+    assert time.perf_counter() - start < 0.5
+
+
+def _process_states(group: int) -> list[str]:
+    """The states (R, S, Z, ...) of the live processes in a process group, from /proc."""
+    states = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[2]) == group:  # fields: state, ppid, pgrp, ...
+            states.append(fields[0])
+    return states
+
+
+def test_a_stuck_worker_is_killed_with_the_comparison_it_runs(monkeypatch):
+    """If a worker itself stops answering, the caller still returns, and no process is left computing."""
+    worker = symbolic._idle_workers[-1]  # the one the next call takes (the fixture started at least one)
+    monkeypatch.setattr(symbolic, "_REPLY_MARGIN_S", -0.8)  # the caller gives up 0.2 s into a 1 s comparison
+    start = time.perf_counter()
+    assert symbolic.equivalent("1", r"9^{9^{9^{9}}}", 1.0) is False
+    assert time.perf_counter() - start < 0.95  # gave up before the 1 s comparison could have finished
+    assert worker.process.returncode is not None
+    # The fork that was computing the tower is dead too (a zombie until init reaps it, at worst).
+    assert set(_process_states(group=worker.process.pid)) <= {"Z"}
+    monkeypatch.undo()
+    assert symbolic.equivalent("0.5", r"\frac{1}{2}", 1.0) is True
+
+
+def test_math_verify_mode_works_off_the_main_thread():
+    """verl calls the reward from a thread pool, where SIGALRM-based timeouts cannot work."""
+    cases = [
+        (r"\boxed{\frac{1}{2}}", "0.5", 1.0),
+        (r"\boxed{(x+1)^2}", "x^2+2x+1", 1.0),
+        (r"\boxed{9^{9^{9^{9}}}}", "1", 0.0),
+        (r"\boxed{3}", "2", 0.0),
+    ]
+
+    def score_all_from_threads():
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(lambda c: compute_score("deepmath", c[0], c[1], mode="math_verify")["score"], cases))
+
+    assert score_all_from_threads() == [expected for _, _, expected in cases]  # starts a worker per thread
+    start = time.perf_counter()
+    assert score_all_from_threads() == [expected for _, _, expected in cases]
+    # Two threads through four calls, one of which times out (1 s).
+    assert time.perf_counter() - start < TIME_BOUND_S
+
+
+def test_configuration_errors_are_loud_and_verl_kwargs_are_accepted():
+    with pytest.raises(ValueError, match="unknown reward mode 'fuzzy'"):
+        compute_score("deepmath", r"\boxed{1}", "1", mode="fuzzy")
+    with pytest.raises(TypeError, match="mdoe"):
+        compute_score("deepmath", r"\boxed{1}", "1", mdoe="math_verify")
+    result = compute_score(
+        "deepmath", r"\boxed{1}", "1", extra_info={"index": 3}, reward_router_address=None, reward_model_tokenizer=None
+    )
+    assert result["score"] == 1.0
+
+
+# --- through verl 0.9.1's own reward path -------------------------------------------------------------------
+
+# (response, ground truth, strict score, math_verify score)
+VERL_SAMPLES = [
+    (r"Adding, we get $\boxed{12}$.", "12", 1.0, 1.0),
+    (r"So it is \boxed{\frac{1}{2}}.", "0.5", 0.0, 1.0),
+    (r"I think \boxed{7}", "8", 0.0, 0.0),
+    ("no final answer", "3", 0.0, 0.0),
+]
+
+
+def _rollout_batch(tokenizer) -> DataProto:
+    """A DataProto shaped like a rollout: left-padded prompts, right-padded responses of different lengths."""
+    prompt_len, response_len = 8, 64
+    prompts, responses, masks = [], [], []
+    for text, *_ in VERL_SAMPLES:
+        prompt_ids = tokenizer.encode("Q?", add_special_tokens=False)
+        response_ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+        assert len(response_ids) <= response_len
+        pad = tokenizer.pad_token_id
+        prompts.append([pad] * (prompt_len - len(prompt_ids)) + prompt_ids)
+        responses.append(response_ids + [pad] * (response_len - len(response_ids)))
+        masks.append(
+            [0] * (prompt_len - len(prompt_ids)) + [1] * (len(prompt_ids) + len(response_ids))
+            + [0] * (response_len - len(response_ids))
+        )
+    n = len(VERL_SAMPLES)
+    return DataProto.from_dict(
+        tensors={
+            "prompts": torch.tensor(prompts),
+            "responses": torch.tensor(responses),
+            "attention_mask": torch.tensor(masks),
+        },
+        non_tensors={
+            "data_source": np.array(["deepmath"] * n, dtype=object),
+            "reward_model": np.array(
+                [{"style": "rule", "ground_truth": gt} for _, gt, *_ in VERL_SAMPLES], dtype=object
+            ),
+            "extra_info": np.array([{"split": "test", "index": i} for i in range(n)], dtype=object),
+        },
+    )
+
+
+@pytest.mark.parametrize("mode", ["strict", "math_verify"])
+def test_reward_through_verl_reward_loop_worker(tmp_path, mode):
+    """verl 0.9.1's main_ppo scores rollouts in RewardLoopWorker -> load_reward_manager -> the registered
+    `naive` manager, which loads our function from reward.custom_reward_function (with its reward_kwargs)
+    and calls it from a thread pool. Here the same worker class runs in-process on CPU."""
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    config = OmegaConf.create(
+        {
+            "actor_rollout_ref": {"model": {"path": str(tmp_path / "tokenizer"), "tokenizer_path": None}},
+            "reward": {
+                "custom_reward_function": {
+                    "path": "pkg://pion_rl.reward",
+                    "name": "compute_score",
+                    "reward_kwargs": {"mode": mode},
+                },
+                "reward_manager": {"source": "register", "name": "naive"},
+                "reward_model": {"enable": False},
+            },
+        }
+    )
+    worker = RewardLoopWorker(config)
+    assert isinstance(worker.reward_manager, NaiveRewardManager)
+
+    data = _rollout_batch(tokenizer)
+    outputs = worker.loop.run_until_complete(worker.compute_score_batch(data))
+
+    expected = [strict if mode == "strict" else lenient for *_, strict, lenient in VERL_SAMPLES]
+    assert [out["reward_score"] for out in outputs] == expected
+    assert [out["reward_extra_info"]["pred"] for out in outputs] == ["12", r"\frac{1}{2}", "7", ""]
+    assert [out["reward_extra_info"]["acc"] for out in outputs] == [s == 1.0 for s in expected]
+
+    # What RewardLoopManager.compute_rm_score does with the outputs: the score at each response's last
+    # token, and the extra info stacked key by key (which needs the same keys in every sample).
+    rm_scores = NaiveRewardManager.assemble_rm_scores(data, [out["reward_score"] for out in outputs])
+    last_token = data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].sum(-1) - 1
+    assert torch.equal(rm_scores.sum(-1), torch.tensor(expected))
+    assert torch.equal(rm_scores[torch.arange(len(expected)), last_token], torch.tensor(expected))
+    infos = [out["reward_extra_info"] for out in outputs]
+    stacked = {key: np.array([info[key] for info in infos]) for key in infos[0]}
+    assert set(stacked) == {"score", "acc", "pred"}
+
+    # Validation metrics consume acc (a mean) and pred (majority votes) per data source.
+    metrics = process_validation_metrics(["deepmath"] * len(infos), ["same-prompt"] * len(infos), stacked)
+    acc_metrics = metrics["deepmath"]["acc"]
+    assert acc_metrics[f"mean@{len(infos)}"] == pytest.approx(np.mean(expected))
+    assert any(name.startswith("maj@") for name in acc_metrics)
