@@ -26,7 +26,7 @@ class Muon(MatrixOptimizer):
     """Muon with the spec's settings: momentum 0.95, Nesterov, 5 quintic Newton-Schulz steps (in bf16),
     step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
 
-    ``params``, the ``adamw_*`` options, ``head_dim`` and ``exchange`` are as for :class:`pion_rl.optim.Pion`;
+    ``params``, the ``adamw_*`` options, ``head_dim`` and ``process_group`` are as for :class:`pion_rl.optim.Pion`;
     groups use ``algorithm`` ``"muon"`` or ``"adamw"``. ``ns_dtype`` may be a dtype or a name (``"bfloat16"``,
     ``"float32"``) so Hydra configs can set it. State per matrix: ``step`` and ``momentum_buffer`` like ``W``.
     """
@@ -49,7 +49,7 @@ class Muon(MatrixOptimizer):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.01,
         head_dim: int | None = None,
-        exchange=None,
+        process_group=None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients),
@@ -57,7 +57,7 @@ class Muon(MatrixOptimizer):
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
         )
         # Muon updates whole matrices; head_dim only matters to Pion's per-head blocks.
-        super().__init__(params, defaults, head_dim=None, exchange=exchange)
+        super().__init__(params, defaults, head_dim=None, process_group=process_group)
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         _ns_dtype(group["ns_dtype"])

@@ -30,7 +30,9 @@ class Pion(MatrixOptimizer):
             is exactly what Pion is built not to do.
         adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's options.
         head_dim: with named params, q/k/v get ``row_block=head_dim``.
-        exchange: where whole matrices are updated (see :mod:`pion_rl.optim.sharding`); default one process.
+        process_group: for plain tensors replicated over ranks (DDP): each matrix is then updated on one owner
+            rank, which alone keeps its state, and the result is sent to all. FSDP2 DTensor parameters need
+            nothing: their mesh is used.
 
     State per matrix (top-level tensors of ``optimizer.state[p]``): ``step`` and, for ``lie_lie``, ``m_in``
     ``(d_in, d_in)`` and ``m_out`` ``(d_out, d_out)`` (with a leading block dim under ``row_block``), plus
@@ -61,7 +63,7 @@ class Pion(MatrixOptimizer):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.01,
         head_dim: int | None = None,
-        exchange=None,
+        process_group=None,
     ):
         defaults = dict(
             lr=lr, variant=variant, update_side=update_side, exp_map=exp_map, degree=degree, scaling=scaling,
@@ -69,7 +71,7 @@ class Pion(MatrixOptimizer):
             msign_steps=msign_steps, msign_lambda=msign_lambda, weight_decay=weight_decay,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
         )
-        super().__init__(params, defaults, head_dim=head_dim, exchange=exchange)
+        super().__init__(params, defaults, head_dim=head_dim, process_group=process_group)
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         PionSettings.from_group(group)
