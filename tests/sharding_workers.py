@@ -9,15 +9,9 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import queue
-import tempfile
-import time
-import traceback
-from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -61,59 +55,6 @@ class TinyNet(nn.Module):
     def forward(self, x):
         x = self.norm(torch.tanh(self.q_proj(self.frozen(x))))
         return self.out(torch.tanh(self.narrow(torch.tanh(self.mid(x)))))
-
-
-# ---------------------------------------------------------------------- spawning
-def run_on_ranks(fn, world_size: int, *args, timeout: float = 60.0) -> list:
-    """Run ``fn(*args)`` on ``world_size`` gloo ranks and return each rank's result.
-
-    A rank's exception is re-raised here with its traceback; a rank that hangs (e.g. in a collective) or
-    dies fails the call after ``timeout`` seconds instead of blocking the test run. Every child is killed.
-    """
-    ctx = mp.get_context("spawn")
-    reports = ctx.Queue()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = os.path.join(tmp, "rendezvous")  # a file store: no port to race for
-        procs = [ctx.Process(target=_rank_main, args=(rank, world_size, store, timeout, fn, args, reports),
-                             daemon=True) for rank in range(world_size)]
-        for proc in procs:
-            proc.start()
-        results: dict[int, object] = {}
-        deadline = time.monotonic() + timeout
-        try:
-            while len(results) < world_size:
-                if time.monotonic() > deadline:
-                    missing = sorted(set(range(world_size)) - set(results))
-                    raise TimeoutError(f"ranks {missing} of {world_size} did not finish within {timeout:.0f} s")
-                try:
-                    rank, ok, payload = reports.get(timeout=0.5)
-                except queue.Empty:
-                    dead = [r for r, p in enumerate(procs) if r not in results and p.exitcode not in (None, 0)]
-                    if dead:
-                        raise RuntimeError(f"rank {dead[0]} died with exit code {procs[dead[0]].exitcode}") from None
-                    continue
-                if not ok:
-                    raise AssertionError(f"rank {rank} of {world_size} failed:\n{payload}")
-                results[rank] = payload
-        finally:
-            for proc in procs:
-                proc.join(timeout=10 if len(results) == world_size else 0.5)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-    return [results[rank] for rank in range(world_size)]
-
-
-def _rank_main(rank, world_size, store, timeout, fn, args, reports):
-    torch.set_num_threads(1)  # several ranks share two cores
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=timeout))
-    try:
-        reports.put((rank, True, fn(*args)))
-    except BaseException:  # noqa: BLE001 - the parent re-raises it with this rank's traceback
-        reports.put((rank, False, traceback.format_exc()))
-    finally:
-        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------- training

@@ -181,3 +181,12 @@ def test_update_side_aliases_match_canonical_names():
         results.append(p.detach())
     assert torch.equal(results[0], results[1]) and torch.equal(results[2], results[3])
     assert not torch.equal(results[0], results[2])
+
+
+def test_pion_weight_decay_is_explicit_shrinks_the_spectrum_and_warns():
+    p = torch.nn.Parameter(torch.eye(4, dtype=torch.float64))
+    with pytest.warns(UserWarning, match="shrinks the singular values"):
+        opt = Pion([p], lr=0.1, weight_decay=0.5, exp_map="cayley")
+    p.grad = torch.randn(4, 4, dtype=torch.float64)
+    opt.step()
+    torch.testing.assert_close(torch.linalg.svdvals(p.detach()), torch.full((4,), 0.95, dtype=torch.float64))

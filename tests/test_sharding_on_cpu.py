@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import sharding_workers as workers
+from gloo_ranks import run_on_ranks
 from pion_rl.optim import Muon, Pion
 from pion_rl.optim.sharding import assign_owners
 
@@ -36,7 +37,7 @@ TOLERANCE = 1e-6
 def launch(request, tmp_path_factory):
     world = request.param
     save_dir = tmp_path_factory.mktemp(f"world{world}")
-    ranks = workers.run_on_ranks(workers.run_suite, world, *PLANS[world].values(), str(save_dir), timeout=120)
+    ranks = run_on_ranks(workers.run_suite, world, *PLANS[world].values(), str(save_dir), timeout=120)
     return world, ranks
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -75,6 +76,12 @@ class Pion(MatrixOptimizer):
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         PionSettings.from_group(group)
+        if group["weight_decay"]:
+            # verl passes its optim.weight_decay (0.01 by default) to every optimizer; say what it does here.
+            warnings.warn(
+                f"Pion: weight_decay={group['weight_decay']} shrinks the singular values of Pion matrices every "
+                f"step, which Pion otherwise preserves; the spec's Pion uses 0 (the AdamW fallback has its own "
+                f"adamw_weight_decay)", stacklevel=3)
         block = group["row_block"]
         for i, p in enumerate(group["params"]):
             if block is not None and (block < 1 or p.shape[0] % block):

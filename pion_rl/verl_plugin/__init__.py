@@ -1,0 +1,9 @@
+"""pion-rl on verl: everything verl-specific lives in this subpackage.
+
+- :mod:`.engine`: importing it registers verl's FSDP engine variant that builds ``pion_rl.optim`` optimizers
+  from ``named_parameters()`` (load it with ``actor_rollout_ref.model.external_lib=pion_rl.verl_plugin.engine``).
+- :mod:`.optimizer_config`: the rules on ``actor_rollout_ref.actor.optim`` (names, FSDP2, head_dim).
+- :mod:`.compose`: prints a recipe's fully composed Hydra config (the recipes' ``DRY_RUN=1``).
+
+This package does not import verl itself, so the optimizer package stays usable without it.
+"""

@@ -1,0 +1,59 @@
+"""Print a recipe's fully composed verl config as YAML, after the checks ``main_ppo`` runs at start-up.
+
+    python -m pion_rl.verl_plugin.compose --config-dir configs --config-name qwen3_1.7b_deepmath \
+        optimizer=muon trainer.n_gpus_per_node=8
+
+Composes with Hydra's compose API against verl's real config tree (the recipe configs put
+``pkg://verl.trainer.config`` on the search path), exactly as ``python -m verl.trainer.main_ppo
+--config-path ... --config-name ...`` would, then runs verl's ``validate_config`` and pion-rl's optimizer
+checks. Needs no GPU, Ray, data or model. stdout carries the YAML and nothing else (anything a library prints
+goes to stderr); a bad override or config exits 1 with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+
+def compose_config(config_dir: str | Path, config_name: str, overrides: list[str]):
+    """The composed, validated recipe config (an OmegaConf DictConfig, interpolations unresolved)."""
+    from hydra import compose, initialize_config_dir
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from .optimizer_config import check_optimizer_config
+
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+        config = compose(config_name=config_name, overrides=overrides)
+    actor = config.actor_rollout_ref.actor
+    check_optimizer_config(actor.optim, actor.strategy)
+    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-dir", required=True, help="directory holding the recipe configs")
+    parser.add_argument("--config-name", required=True, help="recipe config, e.g. qwen3_1.7b_deepmath")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. optimizer=muon")
+    args = parser.parse_args(argv)
+
+    from omegaconf import OmegaConf
+
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            config = compose_config(args.config_dir, args.config_name, args.overrides)
+            text = OmegaConf.to_yaml(config, resolve=True)
+        except Exception as error:  # noqa: BLE001 - the CLI reports any failure as one line, then exits 1
+            print(f"pion_rl.verl_plugin.compose: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Rules for verl's actor optimizer config (``actor_rollout_ref.actor.optim``) when it selects pion-rl.
+
+Plain functions on verl's ``FSDPOptimizerConfig`` (or the equivalent DictConfig): the engine applies them
+when it builds the optimizer, and ``pion_rl.verl_plugin.compose`` applies them to a dry-run config, so a bad
+config fails the same way before anything is launched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import replace
+from typing import Any
+
+#: ``optimizer_impl`` value that selects pion-rl's optimizers.
+PION_RL_IMPL = "pion_rl.optim"
+#: Optimizers under :data:`PION_RL_IMPL`; all of them are built from ``named_parameters()``.
+PION_RL_OPTIMIZERS = ("Pion", "Muon", "AdamW")
+#: The ones that update whole matrices, so they need FSDP2's DTensor parameters (FSDP1 hands 1-D flat shards).
+MATRIX_OPTIMIZERS = ("Pion", "Muon")
+
+
+def uses_pion_rl(optim_config: Any) -> bool:
+    """True when the optimizer config selects ``optimizer_impl=pion_rl.optim`` (the only case the plugin changes)."""
+    return optim_config.get("optimizer_impl") == PION_RL_IMPL
+
+
+def check_optimizer_config(optim_config: Any, strategy: str) -> None:
+    """Raise ValueError if a pion-rl optimizer is misnamed, given an option it does not take
+    (``override_optimizer_config``), or cannot run under ``strategy``.
+
+    Args:
+        optim_config: verl's ``FSDPOptimizerConfig`` or the ``actor_rollout_ref.actor.optim`` DictConfig.
+        strategy: ``actor_rollout_ref.actor.strategy`` ("fsdp", "fsdp2", ...).
+    """
+    if not uses_pion_rl(optim_config):
+        return
+    name = optim_config.get("optimizer")
+    if name not in PION_RL_OPTIMIZERS:
+        raise ValueError(
+            f"actor_rollout_ref.actor.optim.optimizer={name!r} is not a pion-rl optimizer; with "
+            f"optimizer_impl={PION_RL_IMPL} use one of {', '.join(PION_RL_OPTIMIZERS)} "
+            f"(or the recipe group: optimizer=pion|muon|adamw)"
+        )
+    options = [o for o in inspect.signature(getattr(importlib.import_module(PION_RL_IMPL), name)).parameters
+               if o != "params"]
+    unknown = sorted(set(optim_config.get("override_optimizer_config") or {}) - set(options))
+    if unknown:
+        raise ValueError(
+            f"actor_rollout_ref.actor.optim.override_optimizer_config has option(s) {unknown} that {name} does "
+            f"not take; valid options: {', '.join(options)}"
+        )
+    if name in MATRIX_OPTIMIZERS and strategy != "fsdp2":
+        raise ValueError(
+            f"{name} updates whole 2-D weight matrices, but actor_rollout_ref.actor.strategy={strategy!r} does not "
+            f"hand the optimizer 2-D parameters (FSDP1 flattens them into 1-D shards); "
+            f"set actor_rollout_ref.actor.strategy=fsdp2"
+        )
+
+
+def attention_head_dim(hf_config: Any) -> int:
+    """Rows per attention head of a HuggingFace text model config (``head_dim``, else hidden / heads)."""
+    head_dim = getattr(hf_config, "head_dim", None)
+    if head_dim:
+        return int(head_dim)
+    hidden, heads = getattr(hf_config, "hidden_size", None), getattr(hf_config, "num_attention_heads", None)
+    if not (hidden and heads):
+        raise ValueError(
+            f"cannot read the attention head size from {type(hf_config).__name__}; set it with "
+            f"+actor_rollout_ref.actor.optim.override_optimizer_config.head_dim=<rows per head>"
+        )
+    return hidden // heads
+
+
+def with_head_dim(optim_config: Any, hf_config: Any) -> Any:
+    """``optim_config`` with Pion's per-head ``head_dim`` taken from the model, unless the config sets one.
+
+    Pion updates q/k/v per attention head (row blocks of ``head_dim`` rows); reading the size from the model
+    keeps one optimizer config valid for every model. Other optimizers are returned unchanged.
+    """
+    overrides = dict(optim_config.override_optimizer_config or {})
+    if optim_config.optimizer != "Pion" or "head_dim" in overrides:
+        return optim_config
+    return replace(optim_config, override_optimizer_config={**overrides, "head_dim": attention_head_dim(hf_config)})

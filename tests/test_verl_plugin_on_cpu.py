@@ -1,0 +1,125 @@
+"""pion-rl's verl engine through verl's real build path, on CPU.
+
+Two gloo ranks build verl's actor engine the way ``ActorRolloutRefWorker`` does: ``EngineRegistry.new`` (after
+the plugin import that ``external_lib`` performs), then ``initialize()``: HF model load, FSDP2 ``fully_shard``,
+``_build_optimizer``, lr scheduler. One training step runs through verl's ``optimizer_step`` (clip + step).
+The optimizer is then inspected: which parameter landed in which group, and what one step did to it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from gloo_ranks import run_on_ranks
+from verl_plugin_workers import TINY_HEAD_DIM, TINY_QWEN3, engine_report, write_tiny_qwen3
+
+ADAMW_NAMES = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} | {
+    f"model.layers.{i}.{n}.weight"
+    for i in range(TINY_QWEN3["num_hidden_layers"])
+    for n in ("input_layernorm", "post_attention_layernorm", "self_attn.q_norm", "self_attn.k_norm")
+}
+PER_HEAD = {f"model.layers.{i}.self_attn.{n}_proj.weight" for i in range(2) for n in "qkv"}
+WHOLE = {f"model.layers.{i}.{n}.weight" for i in range(2)
+         for n in ("self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    model_dir = write_tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen3"))
+    return run_on_ranks(engine_report, 2, str(model_dir))
+
+
+def _routing(groups):
+    return {(g["algorithm"], g["row_block"]): set(g["names"]) for g in groups}
+
+
+def test_registry_serves_the_plugin_engine_for_both_fsdp_backends(reports):
+    for report in reports:
+        assert report["engine_cls"] == {"fsdp": "NamedParamsFSDPEngine", "fsdp2": "NamedParamsFSDPEngine"}
+
+
+def test_pion_routes_by_name_with_per_head_blocks_from_the_model_config(reports):
+    for report in reports:
+        pion = report["Pion"]
+        assert pion["cls"] == "Pion"
+        # head_dim 16 comes from the model config (hidden / heads would be 24).
+        assert _routing(pion["groups"]) == {("adamw", None): ADAMW_NAMES, ("pion", TINY_HEAD_DIM): PER_HEAD,
+                                            ("pion", None): WHOLE}
+        assert all(g["dtensor"] for g in pion["groups"]), "FSDP2 must hand the optimizer DTensor parameters"
+
+
+def test_muon_routes_matrices_whole_and_the_rest_to_adamw(reports):
+    for report in reports:
+        assert report["Muon"]["cls"] == "Muon"
+        assert _routing(report["Muon"]["groups"]) == {("adamw", None): ADAMW_NAMES, ("muon", None): PER_HEAD | WHOLE}
+
+
+def test_pion_step_through_verl_rotates_matrices_and_adamw_moves_the_rest(reports):
+    step = reports[0]["Pion"]["step"]
+    for name in PER_HEAD | WHOLE:
+        # Cayley map: per block (q/k/v per head) the spectrum is kept while the weights move ~10%.
+        assert step[name]["change"] > 0.05, name
+        assert step[name]["sv_drift"] < 1e-5, name
+        # rms scaling: update RMS is lr * 0.2.
+        assert step[name]["update_rms_over_target"] == pytest.approx(1.0, abs=0.03), name
+    for name in ADAMW_NAMES - {"model.embed_tokens.weight"}:  # unseen embedding rows get no gradient
+        # AdamW's first step moves every entry by lr, i.e. 5x Pion's lr * 0.2.
+        assert step[name]["update_rms_over_target"] == pytest.approx(5.0, rel=0.02), name
+
+
+def test_muon_step_through_verl_bounds_matrix_updates_by_its_rms_target(reports):
+    step = reports[0]["Muon"]["step"]
+    for name in PER_HEAD | WHOLE:
+        # Newton-Schulz singular values are <= ~1.2, so the update RMS is at most ~1.2 * lr * 0.2 (AdamW: 5x).
+        assert 0.2 < step[name]["update_rms_over_target"] < 1.25, name
+    for name in ADAMW_NAMES - {"model.embed_tokens.weight"}:
+        assert step[name]["update_rms_over_target"] == pytest.approx(5.0, rel=0.02), name
+
+
+def test_adamw_from_pion_rl_gets_names_and_verl_defaults(reports):
+    adamw = reports[0]["AdamW"]
+    assert adamw["cls"] == "torch.optim.adamw.AdamW"
+    (group,) = adamw["groups"]
+    assert set(group["names"]) == ADAMW_NAMES | PER_HEAD | WHOLE
+    assert group["weight_decay"] == 0.01
+
+
+def test_other_optimizer_impl_is_built_exactly_as_verl_does(reports):
+    for report in reports:
+        plain = report["torch.optim"]
+        assert plain["cls"] == "torch.optim.adamw.AdamW"
+        assert plain["groups"] == plain["verl_default_groups"]
+        assert plain["groups"][0]["names"] == []  # verl passes module.parameters(): no names
+        assert all(plain["same_params"]) and len(plain["same_params"]) == len(ADAMW_NAMES | PER_HEAD | WHOLE)
+        assert plain["defaults_equal"]
+
+
+@pytest.mark.parametrize("optimizer", ["Pion", "Muon"])
+def test_fsdp1_fails_at_engine_start_with_the_fix(optimizer):
+    import pion_rl.verl_plugin.engine  # noqa: F401
+    from verl.trainer.config import CheckpointConfig
+    from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig
+    from verl.workers.engine import EngineRegistry
+
+    # Raised before the model (or even the process group) is touched: no model_config is needed.
+    with pytest.raises(ValueError, match=r"set actor_rollout_ref\.actor\.strategy=fsdp2"):
+        EngineRegistry.new(
+            model_type="language_model", backend="fsdp", model_config=None,
+            engine_config=FSDPEngineConfig(strategy="fsdp"),
+            optimizer_config=FSDPOptimizerConfig(optimizer_impl="pion_rl.optim", optimizer=optimizer),
+            checkpoint_config=CheckpointConfig(),
+        )
+
+
+def test_unknown_pion_rl_optimizer_name_fails_at_engine_start():
+    import pion_rl.verl_plugin.engine  # noqa: F401
+    from verl.trainer.config import CheckpointConfig
+    from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig
+    from verl.workers.engine import EngineRegistry
+
+    with pytest.raises(ValueError, match=r"'pion' is not a pion-rl optimizer.*Pion, Muon, AdamW"):
+        EngineRegistry.new(
+            model_type="language_model", backend="fsdp2", model_config=None,
+            engine_config=FSDPEngineConfig(strategy="fsdp2"),
+            optimizer_config=FSDPOptimizerConfig(optimizer_impl="pion_rl.optim", optimizer="pion"),
+            checkpoint_config=CheckpointConfig(),
+        )
