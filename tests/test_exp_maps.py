@@ -20,7 +20,7 @@ def _skew(n, theta, seed=0):
 @pytest.mark.parametrize("theta", [0.01, 0.1, 0.3])
 def test_taylor2_orthogonality_error_is_theta4_over_4(theta):
     x = _skew(16, theta)
-    e = rotate_right(torch.eye(16, dtype=torch.float64), x, "taylor", 2)
+    e = rotate_right(torch.eye(16, dtype=torch.float64), x, method="taylor", degree=2)
     error = torch.linalg.matrix_norm(e.T @ e - torch.eye(16, dtype=torch.float64), ord=2).item()
     assert error == pytest.approx(theta**4 / 4, rel=1e-6)
 
@@ -28,7 +28,7 @@ def test_taylor2_orthogonality_error_is_theta4_over_4(theta):
 @pytest.mark.parametrize("method", ["cayley", "exp"])
 @pytest.mark.parametrize("theta", [0.1, 1.0, 3.0])
 def test_exact_maps_are_orthogonal_at_any_step(method, theta):
-    e = rotate_right(torch.eye(12, dtype=torch.float64), _skew(12, theta), method)
+    e = rotate_right(torch.eye(12, dtype=torch.float64), _skew(12, theta), method=method)
     torch.testing.assert_close(e.T @ e, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-13)
 
 
@@ -38,17 +38,27 @@ def test_cayley_equals_taylor2_to_second_order():
     for theta in (1e-1, 1e-2):
         x = _skew(10, theta)
         eye = torch.eye(10, dtype=torch.float64)
-        gaps.append(torch.linalg.matrix_norm(rotate_right(eye, x, "cayley") - rotate_right(eye, x, "taylor", 2)).item())
+        gaps.append(torch.linalg.matrix_norm(rotate_right(eye, x, method="cayley") - rotate_right(eye, x, method="taylor")).item())
     assert 700 < gaps[0] / gaps[1] < 1300
 
 
 @pytest.mark.parametrize("method", ["taylor", "cayley", "exp"])
-def test_left_rotation_equals_explicit_product(method):
+def test_scale_and_left_rotation_equal_explicit_products(method):
     w = torch.randn(7, 5, dtype=torch.float64)
-    x = _skew(7, 0.4)
-    e = rotate_right(torch.eye(7, dtype=torch.float64), x, method, 3)
-    torch.testing.assert_close(rotate_left(w, x, method, 3), e @ w, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(rotate_left(w, x, method, 3, xw=x @ w), e @ w, rtol=1e-12, atol=1e-12)
+    a = _skew(7, 1.0)
+    eye = torch.eye(7, dtype=torch.float64)
+    e = rotate_right(eye, -0.4 * a, method=method, degree=3)  # E(-0.4 A), formed explicitly
+    torch.testing.assert_close(rotate_right(eye, a, -0.4, method=method, degree=3), e, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(rotate_left(w, a, -0.4, method=method, degree=3), e @ w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(rotate_left(w, a, -0.4, method=method, degree=3, aw=a @ w), e @ w,
+                               rtol=1e-12, atol=1e-12)
+    batch = torch.stack([w[:5, :5], w[2:, :5]])  # one step per matrix of a batch
+    scales = torch.tensor([0.3, -0.2], dtype=torch.float64).view(2, 1, 1)
+    b = _skew(5, 1.0, seed=1)
+    got = rotate_right(batch, b, scales, method=method, degree=3)
+    for i in range(2):
+        want = batch[i] @ rotate_right(torch.eye(5, dtype=torch.float64), scales[i] * b, method=method, degree=3)
+        torch.testing.assert_close(got[i], want, rtol=1e-12, atol=1e-12)
 
 
 def test_msign_returns_the_polar_factor_up_to_ns_scaling():

@@ -1,14 +1,15 @@
-"""Maps from a skew-symmetric generator X to an (approximately) orthogonal factor, applied to a matrix.
+"""Maps from a skew-symmetric generator to an (approximately) orthogonal factor, applied to a matrix.
 
-Each function returns ``W @ E(X)`` without forming ``E(X)`` where it can avoid it:
+Each function returns ``W E(s A)`` for a skew ``A`` and a step ``s`` without forming ``E`` where it can avoid it,
+and without scaling the (large) generator: ``s`` multiplies the ``r x c`` products instead.
 
-- ``taylor``: ``E = sum_{j<=k} X^j / j!``; orthogonal only to ``O(||X||^(k+1))``
+- ``taylor``: ``E(X) = sum_{j<=k} X^j / j!``; orthogonal only to ``O(||X||^(k+1))``
   (for k = 2, ``E^T E = I + X^4/4``).
-- ``cayley``: ``E = (I - X/2)^-1 (I + X/2)``, exactly orthogonal, equal to the degree-2 Taylor map to 2nd order.
-- ``exp``: ``E = matrix_exp(X)``, exactly orthogonal.
+- ``cayley``: ``E(X) = (I - X/2)^-1 (I + X/2)``, exactly orthogonal, equal to the degree-2 Taylor map to 2nd order.
+- ``exp``: ``E(X) = matrix_exp(X)``, exactly orthogonal.
 
-For skew X all three maps satisfy ``E(X)^T = E(-X)``, so the left-side product is the right-side product
-of the transpose: ``E(X) W = (W^T E(-X))^T``. One implementation serves both sides.
+For skew X all three satisfy ``E(X)^T = E(-X)``, so the left-side product is the right-side product of the
+transpose: ``E(sA) W = (W^T E(-sA))^T``. One implementation serves both sides.
 """
 
 from __future__ import annotations
@@ -19,37 +20,43 @@ from torch import Tensor
 EXP_MAPS = ("taylor", "cayley", "exp")
 
 
-def rotate_right(w: Tensor, x: Tensor, method: str = "taylor", degree: int = 2, wx: Tensor | None = None) -> Tensor:
-    """``W E(X)``.
+def rotate_right(
+    w: Tensor, a: Tensor, scale: float | Tensor = 1.0, method: str = "taylor", degree: int = 2,
+    wa: Tensor | None = None,
+) -> Tensor:
+    """``W E(scale * A)``.
 
     Args:
         w: ``(..., r, c)``.
-        x: ``(..., c, c)``, skew-symmetric.
+        a: ``(..., c, c)``, skew-symmetric.
+        scale: a number, or a tensor ``(..., 1, 1)`` with one step per matrix of the batch.
         method: one of :data:`EXP_MAPS`.
         degree: Taylor degree (``taylor`` only).
-        wx: ``W @ X`` if the caller already has it (saves one matmul).
+        wa: ``W @ A`` if the caller already has it (saves one matmul).
     Returns:
         ``(..., r, c)``, a new tensor.
     """
     if method == "exp":
-        return w @ torch.linalg.matrix_exp(x)
-    if wx is None:
-        wx = w @ x
-    if method == "taylor":
-        out = w + wx
-        term = wx
-        for j in range(2, degree + 1):
-            term = (term @ x) / j
-            out = out + term
-        return out
+        return w @ torch.linalg.matrix_exp(scale * a)
+    if method not in EXP_MAPS:
+        raise ValueError(f"unknown exp_map {method!r}; expected one of {EXP_MAPS}")
+    term = (w @ a if wa is None else wa) * scale  # W X
     if method == "cayley":
-        eye = torch.eye(x.size(-1), dtype=x.dtype, device=x.device)
+        x = scale * a
+        eye = torch.eye(a.size(-1), dtype=a.dtype, device=a.device)
         # W (I + X/2) (I - X/2)^-1: the two factors commute, so solve Z (I - X/2) = W + WX/2.
-        return torch.linalg.solve(eye - x / 2, w + wx / 2, left=False)
-    raise ValueError(f"unknown exp_map {method!r}; expected one of {EXP_MAPS}")
+        return torch.linalg.solve(eye - x / 2, w + term / 2, left=False)
+    out = w + term
+    for j in range(2, degree + 1):
+        term = (term @ a).mul_(scale / j)  # W X^j / j!
+        out.add_(term)
+    return out
 
 
-def rotate_left(w: Tensor, x: Tensor, method: str = "taylor", degree: int = 2, xw: Tensor | None = None) -> Tensor:
-    """``E(X) W`` for ``w`` ``(..., r, c)`` and skew ``x`` ``(..., r, r)``; ``xw`` is ``X @ W`` if known."""
-    wx = None if xw is None else xw.mT  # W^T (-X) = (X W)^T because X^T = -X
-    return rotate_right(w.mT, -x, method, degree, wx).mT
+def rotate_left(
+    w: Tensor, a: Tensor, scale: float | Tensor = 1.0, method: str = "taylor", degree: int = 2,
+    aw: Tensor | None = None,
+) -> Tensor:
+    """``E(scale * A) W`` for ``w`` ``(..., r, c)`` and skew ``a`` ``(..., r, r)``; ``aw`` is ``A @ W`` if known."""
+    wa = None if aw is None else -aw.mT  # W^T A = (A^T W)^T = -(A W)^T because A^T = -A
+    return rotate_right(w.mT, a, -scale, method, degree, wa).mT

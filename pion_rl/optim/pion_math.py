@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
@@ -121,6 +120,8 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
     beta1, beta2 = s.betas
     carried = None  # the ambient momentum, rotated along with W by the transported variant
 
+    # Each applied rotation is E(scale * a) with a skew `a`; the descent direction's sign and the step size
+    # live in `scale`, so no generator-sized tensor is negated or scaled.
     if s.variant == "lie_lie":
         g_in, g_out = right_generator(w, g), left_generator(w, g)
         # Both momenta move every step, whichever side is applied.
@@ -129,8 +130,8 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         if s.second_moment:
             _ema_square(state["v_in"], g_in, beta2)
             _ema_square(state["v_out"], g_out, beta2)
-        a_in = -_precondition(state["m_in"], state.get("v_in"), s.eps) if right else None
-        a_out = -_precondition(state["m_out"], state.get("v_out"), s.eps) if left else None
+        a_in = _precondition(state["m_in"], state.get("v_in"), s.eps) if right else None
+        a_out = _precondition(state["m_out"], state.get("v_out"), s.eps) if left else None
     else:
         m = state["m"]
         _ema(m, g, beta1)
@@ -138,35 +139,33 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
             if s.second_moment:
                 _ema_square(state["v"], m, beta2)  # the square of m, not of g
             m_tilde = _precondition(m, state.get("v"), s.eps)
-            a_in = -right_generator(w, m_tilde) if right else None
-            a_out = -left_generator(w, m_tilde) if left else None
+            a_in = right_generator(w, m_tilde) if right else None
+            a_out = left_generator(w, m_tilde) if left else None
             carried = m
         else:  # msign: orthogonalised half-generators with a fixed step, no RMS scaling
-            lam = s.lr * s.msign_lambda
-            a_in = -lam * msign(0.5 * right_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
-            a_out = -lam * msign(0.5 * left_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
+            a_in = msign(0.5 * right_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
+            a_out = msign(0.5 * left_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
 
     wa = w @ a_in if a_in is not None else None
     aw = a_out @ w if a_out is not None else None
     if s.variant == "msign":
-        alpha = 1.0
+        step_size = s.lr * s.msign_lambda
     elif s.scaling == "rms":
         base = wa if aw is None else aw if wa is None else wa + aw
-        alpha = rms_step_size(base, s.lr, s.rms_scale)
+        step_size = rms_step_size(base, s.lr, s.rms_scale)
     else:
-        alpha = s.lr
+        step_size = s.lr
+    scale = -step_size  # descend: rotate along -a
 
     # Right first, then left, as the spec's bilateral map says.
     new_w = w
     if a_in is not None:
-        x_in = alpha * a_in
-        new_w = rotate_right(w, x_in, s.exp_map, s.degree, wx=alpha * wa)
+        new_w = rotate_right(w, a_in, scale, s.exp_map, s.degree, wa=wa)
         if carried is not None:
-            carried.copy_(rotate_right(carried, x_in, s.exp_map, s.degree))
+            carried.copy_(rotate_right(carried, a_in, scale, s.exp_map, s.degree))
     if a_out is not None:
-        x_out = alpha * a_out
         # A W is reusable only while W is still unrotated.
-        new_w = rotate_left(new_w, x_out, s.exp_map, s.degree, xw=alpha * aw if a_in is None else None)
+        new_w = rotate_left(new_w, a_out, scale, s.exp_map, s.degree, aw=aw if a_in is None else None)
         if carried is not None:
-            carried.copy_(rotate_left(carried, x_out, s.exp_map, s.degree))
+            carried.copy_(rotate_left(carried, a_out, scale, s.exp_map, s.degree))
     w.copy_(new_w)
