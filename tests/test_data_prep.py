@@ -212,4 +212,4 @@ def test_eval_sets_missing_local_copy_says_where_it_looked(tmp_path):
 def test_every_eval_set_has_a_data_source_the_reward_knows():
     from pion_rl.reward import DATA_SOURCES
 
-    assert set(eval_sets.SOURCES) | {"deepmath"} == set(DATA_SOURCES)
+    assert set(eval_sets.SOURCES) | {"deepmath"} <= set(DATA_SOURCES)  # every source data_prep writes is scored

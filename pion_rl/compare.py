@@ -1,0 +1,305 @@
+"""Compare training runs: training-reward and validation-accuracy curves, plus final / best / AUC table.
+
+    python -m pion_rl.compare RUN [RUN ...] [--out DIR] [--name NAME ...] [--metric KEY ...]
+
+A RUN is one of
+  * a JSONL file written by verl's file logger (`trainer.logger=[file]`: one `{"step": s, "data": {...}}`
+    per line),
+  * an offline wandb run folder (`wandb/offline-run-*`) or its `run-*.wandb` file, read by wandb's own
+    transaction-log reader (`wandb leet inspect --json`),
+  * an online wandb run path `entity/project/run_id`, read through `wandb.Api`.
+Metric names are verl's: training reward `critic/score/mean`, validation accuracy
+`val-core/<benchmark>/<acc|reward>/mean@<n>` (one panel per benchmark). Runs are aligned by step; the
+table compares them over the steps all of them logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TRAIN_REWARD = "critic/score/mean"
+VAL_CORE = re.compile(r"^val-core/(?P<benchmark>[^/]+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
+WANDB_RUN_PATH = re.compile(r"^[\w.-]+/[\w.-]+/(runs/)?[\w-]+$")
+
+
+class CompareError(ValueError):
+    """Bad input to the comparer: the message says what was wrong and what to do."""
+
+
+@dataclass
+class Run:
+    """A run's scalar history: one row per logged step (index `step`), one column per metric (NaN if absent)."""
+
+    name: str
+    history: pd.DataFrame
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def read_file_logger_jsonl(path: Path) -> Run:
+    """A run from verl's FileLogger output (`{"step": int, "data": {metric: value}}` per line)."""
+    rows = []
+    with Path(path).open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                rows.append({"step": int(record["step"]), **record["data"]})
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise CompareError(
+                    f"{path}:{lineno} is not a verl file-logger row ({err!r}); expected "
+                    '{"step": <int>, "data": {<metric>: <value>, ...}}'
+                ) from err
+    return Run(Path(path).stem, _history(rows))
+
+
+def read_wandb_offline(path: Path) -> Run:
+    """A run from an offline wandb folder or `.wandb` file, decoded by wandb's own reader (wandb-core)."""
+    path = Path(path)
+    log_file = path if path.is_file() else next(iter(sorted(path.glob("run-*.wandb"))), None)
+    if log_file is None:
+        raise CompareError(f"{path} holds no run-*.wandb file: pass an offline run folder (wandb/offline-run-*)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log_file)],
+        capture_output=True,
+        text=True,
+        check=False,  # a failure is reported below with wandb's own message
+    )
+    if proc.returncode != 0:
+        raise CompareError(f"wandb could not read {log_file}: {proc.stderr.strip() or proc.stdout.strip()}")
+    name, rows = path.name, []
+    for line in proc.stdout.splitlines():
+        record = json.loads(line)
+        if record["type"] == "run":
+            name = record["run"].get("display_name") or record["run"].get("run_id") or name
+        elif record["type"] == "history":
+            history = record["history"]
+            step = history.get("step", {}).get("num", history["item"].get("_step", 0))
+            rows.append({"step": int(step), **_scalars(history["item"])})
+    return Run(name, _history(rows))
+
+
+def read_wandb_online(run_path: str) -> Run:
+    """A run from the wandb server by its path `entity/project/run_id` (needs WANDB_API_KEY)."""
+    import wandb
+
+    try:
+        run = wandb.Api().run(run_path.replace("/runs/", "/"))
+    except Exception as err:  # wandb raises its own CommError / ValueError / auth errors
+        raise CompareError(f"cannot fetch wandb run {run_path!r}: {err}") from err
+    rows = [{"step": int(row["_step"]), **_scalars(row)} for row in run.scan_history() if "_step" in row]
+    return Run(run.name or run_path, _history(rows))
+
+
+def load_run(spec: str) -> Run:
+    """Read a run from a path or wandb run path (see the module docstring); the format is picked by shape."""
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".jsonl":
+        return read_file_logger_jsonl(path)
+    if path.is_dir() or (path.is_file() and path.suffix == ".wandb"):
+        return read_wandb_offline(path)
+    if path.exists():
+        raise CompareError(f"{spec}: unknown run format; expected a .jsonl file, a .wandb file or a run folder")
+    if WANDB_RUN_PATH.match(spec):
+        return read_wandb_online(spec)
+    raise CompareError(f"{spec}: no such file or folder, and not a wandb run path entity/project/run_id")
+
+
+def _scalars(item: dict) -> dict:
+    """The numeric metrics of a logged row (wandb's `_runtime` etc. and media entries dropped)."""
+    return {
+        key: float(value)
+        for key, value in item.items()
+        if not key.startswith("_") and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def _history(rows: list[dict]) -> pd.DataFrame:
+    """Rows -> one row per step (several logs of the same step are merged; later values win)."""
+    if not rows:
+        return pd.DataFrame(index=pd.Index([], name="step", dtype=int))
+    frame = pd.DataFrame(rows).groupby("step").last().sort_index()
+    return frame.apply(pd.to_numeric, errors="coerce")
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def panel_metrics(runs: list[Run], extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Panel title -> metric key: training reward, one validation metric per benchmark, then `extra` keys.
+
+    For a benchmark logged with several sample counts, the largest n (verl's core metric) is kept."""
+    panels = {"train reward": TRAIN_REWARD}
+    best_n: dict[str, tuple[int, str]] = {}
+    for key in sorted({key for run in runs for key in run.history.columns}):
+        match = VAL_CORE.match(key)
+        if match:
+            n = int(match["n"])
+            if match["benchmark"] not in best_n or n > best_n[match["benchmark"]][0]:
+                best_n[match["benchmark"]] = (n, key)
+    for benchmark, (_, key) in sorted(best_n.items()):
+        panels[f"val {benchmark} ({key.split('/', 2)[2]})"] = key
+    panels.update({key: key for key in extra})
+    return panels
+
+
+def curve_stats(steps: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+    """(final, best, AUC) of a curve sampled at increasing `steps`; AUC is the trapezoid area divided by
+    the step span, i.e. the curve's mean height, so runs of different lengths compare on one scale."""
+    span = steps[-1] - steps[0]
+    auc = float(np.trapezoid(values, steps) / span) if span > 0 else float(values[-1])
+    return float(values[-1]), float(values.max()), auc
+
+
+def common_curves(runs: list[Run], key: str) -> tuple[dict[str, pd.Series], tuple[int, int] | None]:
+    """Each run's non-missing curve for `key`, cut to the step range every run covers, and that range."""
+    curves = {run.name: run.history[key].dropna() for run in runs if key in run.history}
+    curves = {name: curve for name, curve in curves.items() if len(curve)}
+    if not curves:
+        return {}, None
+    lo = max(int(c.index[0]) for c in curves.values())
+    hi = min(int(c.index[-1]) for c in curves.values())
+    if lo > hi:  # disjoint step ranges: compare each run over its own steps
+        return curves, None
+    return {name: c[(c.index >= lo) & (c.index <= hi)] for name, c in curves.items()}, (lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def markdown_table(runs: list[Run], panels: dict[str, str]) -> tuple[str, list[str]]:
+    """The comparison table (one section per panel) and notes on metrics missing from some runs."""
+    lines, notes = [], []
+    for title, key in panels.items():
+        curves, window = common_curves(runs, key)
+        for run in runs:
+            if run.name not in curves:
+                notes.append(f"run {run.name!r} has no {key!r}")
+        if not curves:
+            continue
+        where = f"steps {window[0]}-{window[1]}" if window else "each run's own steps (their ranges do not overlap)"
+        lines += [f"### {title}", "", f"`{key}`, over {where}.", ""]
+        lines += ["| run | final | best (max) | AUC | points |", "|---|---|---|---|---|"]
+        for name, curve in curves.items():
+            final, best, auc = curve_stats(curve.index.to_numpy(float), curve.to_numpy(float))
+            lines.append(f"| {name} | {_number(final)} | {_number(best)} | {_number(auc)} | {len(curve)} |")
+        lines.append("")
+    return "\n".join(lines), notes
+
+
+def _number(x: float) -> str:
+    """Four decimals, or scientific notation for values that would print as 0.0000 (e.g. Pion's drift)."""
+    return f"{x:.4f}" if x == 0 or 1e-3 <= abs(x) < 1e5 else f"{x:.3e}"
+
+
+def plot_curves(runs: list[Run], panels: dict[str, str], out_png: Path, smooth: int = 1) -> None:
+    """One subplot per panel, one line per run; with `smooth` > 1 a centred rolling mean is drawn over the
+    faint raw curve of series logged at every step (sparse ones, like validation, are drawn as they are).
+    A non-negative panel whose positive values span more than three decades gets a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = {t: k for t, k in panels.items() if any(k in r.history and r.history[k].notna().any() for r in runs)}
+    fig, axes = plt.subplots(1, len(present), figsize=(4.6 * len(present), 3.6), squeeze=False)
+    for ax, (title, key) in zip(axes[0], present.items()):
+        for i, run in enumerate(runs):
+            if key not in run.history:
+                continue
+            curve = run.history[key].dropna()
+            color = f"C{i}"
+            if smooth > 1 and len(curve) > smooth and np.all(np.diff(curve.index) == 1):
+                ax.plot(curve.index, curve.values, color=color, alpha=0.25, linewidth=1)
+                curve = curve.rolling(smooth, center=True, min_periods=1).mean()
+            ax.plot(curve.index, curve.values, color=color, label=run.name, marker="o" if len(curve) < 30 else None,
+                    markersize=3)
+        values = np.concatenate([r.history[key].dropna().to_numpy(float) for r in runs if key in r.history])
+        positive = values[values > 0]
+        if len(positive) and values.min() >= 0 and positive.max() > 1e3 * positive.min():
+            ax.set_yscale("log")  # e.g. spectral drift: Pion's ~1e-8 next to AdamW's ~1e-2
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+
+
+def compare_runs(
+    runs: list[Run],
+    out_dir: Path,
+    *,
+    extra_metrics: tuple[str, ...] = (),
+    title: str = "Run comparison",
+    preamble: str = "",
+    smooth: int = 1,
+    png_name: str = "reward_curves.png",
+) -> tuple[Path, Path, list[str]]:
+    """Write `out_dir/<png_name>` and `out_dir/summary.md` for `runs`; returns both paths and notes on
+    metrics that some runs lack.
+
+    Raises CompareError if a run is empty or no run has any metric to compare."""
+    for run in runs:
+        if run.history.empty:
+            raise CompareError(f"run {run.name!r} has no logged steps: is it the right file, and did it log?")
+    panels = panel_metrics(runs, extra_metrics)
+    table, notes = markdown_table(runs, panels)
+    if not table:
+        logged = sorted({key for run in runs for key in run.history.columns})
+        raise CompareError(
+            f"none of the runs has a metric to compare ({', '.join(panels.values())}); they log: "
+            f"{', '.join(logged[:20]) or 'nothing'}"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, md = out_dir / png_name, out_dir / "summary.md"
+    plot_curves(runs, panels, png, smooth)
+    note_text = "".join(f"- note: {note}\n" for note in notes)
+    md.write_text(
+        f"# {title}\n\n{preamble}{'' if not preamble else chr(10)}"
+        f"![curves]({png_name})\n\n{table}\n{note_text}"
+    )
+    return png, md, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pion_rl.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="JSONL file, offline wandb folder or wandb path")
+    parser.add_argument("--out", type=Path, default=Path("outputs/compare"), help="output folder")
+    parser.add_argument("--name", action="append", default=[], help="display name per RUN, in order")
+    parser.add_argument("--metric", action="append", default=[], help="extra metric key to plot and tabulate")
+    parser.add_argument("--smooth", type=int, default=1, help="rolling-mean window for the plotted curves")
+    args = parser.parse_args(argv)
+    if args.name and len(args.name) != len(args.runs):
+        parser.error(f"got {len(args.name)} --name for {len(args.runs)} runs: give one per run or none")
+    try:
+        runs = [load_run(spec) for spec in args.runs]
+        for run, name in zip(runs, args.name):
+            run.name = name
+        if len({run.name for run in runs}) < len(runs):
+            raise CompareError(f"runs share a name ({[r.name for r in runs]}): tell them apart with --name")
+        png, md, notes = compare_runs(runs, args.out, extra_metrics=tuple(args.metric), smooth=args.smooth)
+    except CompareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {png}\nwrote {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""`python -m pion_rl.demo [optimizer=adamw|muon|pion|all] [key=value ...]`: the CPU GRPO demo.
+
+Warm-starts a tiny Qwen3 on synthetic arithmetic (cached), trains it with GRPO once per optimizer, and
+writes `<out_dir>/reward_curves.png` and `<out_dir>/summary.md` (keys: `pion_rl.demo.config.DemoConfig`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from pion_rl.compare import Run, compare_runs, load_run
+
+from .config import DemoConfig, parse_overrides
+from .policy import warm_start
+from .problems import load_split
+from .tokenizer import build_tokenizer
+from .train import HELDOUT_ACC, SPECTRUM_DRIFT, run_grpo
+
+
+def run_demo(config: DemoConfig) -> tuple[list[Run], dict[str, float]]:
+    """Warm start, then one GRPO run per optimizer; returns the runs and their wall times (s)."""
+    torch.set_num_threads(config.threads)
+    tokenizer = build_tokenizer(merges=True)
+    train_rows = load_split("train")
+    heldout_rows = load_split("heldout")[: config.eval_problems]
+    warm_state = warm_start(config, tokenizer, train_rows).state_dict()
+    runs, seconds = [], {}
+    for name in config.optimizers():
+        started = time.perf_counter()
+        run = load_run(str(run_grpo(config, name, warm_state, tokenizer, train_rows, heldout_rows)))
+        run.name = name
+        runs.append(run)
+        seconds[name] = time.perf_counter() - started
+    return runs, seconds
+
+
+def summary_preamble(config: DemoConfig, runs: list[Run], seconds: dict[str, float]) -> str:
+    """What was trained, and held-out accuracy before / after GRPO per optimizer."""
+    key = HELDOUT_ACC.format(n=config.eval_samples)
+    lines = [
+        (
+            f"GRPO on synthetic arithmetic (pion_rl/demo/data), tiny Qwen3 ({config.num_layers} layers, hidden "
+            f"{config.hidden_size}), {config.steps} steps x {config.prompts_per_step} prompts x "
+            f"{config.group_size} samples, lr {config.lr} for every optimizer, KL loss {config.kl_loss_coef} "
+            f"(low_var_kl), clip {config.clip_ratio}. Held-out accuracy: avg@{config.eval_samples} (sampled at "
+            f"T={config.temperature}) on {config.eval_problems} problems never trained on; step 0 is the "
+            "supervised warm start."
+        ),
+        "",
+        (
+            "| optimizer | held-out acc, warm start | held-out acc, after GRPO | change | max rel. change of "
+            "a singular value | wall time (s) |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        heldout = run.history[key].dropna()
+        drift = run.history[SPECTRUM_DRIFT].dropna().iloc[-1]
+        lines.append(
+            f"| {run.name} | {heldout.iloc[0]:.3f} | {heldout.iloc[-1]:.3f} | {heldout.iloc[-1] - heldout.iloc[0]:+.3f} "
+            f"| {drift:.1e} | {seconds[run.name]:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_overrides(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    runs, seconds = run_demo(config)
+    png, md, _ = compare_runs(
+        runs,
+        config.out_path,
+        extra_metrics=("actor/kl_loss", SPECTRUM_DRIFT),
+        title="pion-rl CPU demo: GRPO with AdamW vs Muon vs Pion",
+        preamble=summary_preamble(config, runs, seconds),
+        smooth=5,
+    )
+    print(md.read_text().split("![curves]")[0])
+    print(f"done in {time.perf_counter() - started:.0f} s\nreward curves: {png}\nsummary: {md}")
+
+
+if __name__ == "__main__":
+    main()

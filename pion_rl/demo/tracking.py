@@ -1,0 +1,67 @@
+"""Where a demo run's metrics go: verl's file logger (JSONL) and wandb (offline unless a key is set)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from verl.utils.tracking import FileLogger
+
+WANDB_PROJECT = "pion-rl-demo"
+
+
+def wandb_mode(setting: str) -> str:
+    """auto -> online when WANDB_API_KEY is set, else offline (never prompts for a login)."""
+    if setting == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return setting
+
+
+class RunTracker:
+    """Logs one run's metrics per step to `jsonl_path` (verl's FileLogger format, what `pion_rl.compare`
+    and verl's GPU runs share) and to a wandb run under `wandb_dir`."""
+
+    def __init__(self, run_name: str, jsonl_path: Path, wandb_dir: Path, config: dict, wandb_setting: str):
+        jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        with _env(VERL_FILE_LOGGER_PATH=str(jsonl_path)):  # FileLogger takes its path from the environment
+            self.file_logger = FileLogger(WANDB_PROJECT, run_name)
+        self.wandb_run = None
+        mode = wandb_mode(wandb_setting)
+        if mode != "disabled":
+            import wandb
+
+            wandb_dir.mkdir(parents=True, exist_ok=True)
+            self.wandb_run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
+                name=run_name,
+                config=config,
+                dir=str(wandb_dir),
+                mode=mode,
+                reinit="create_new",
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.file_logger.log(metrics, step)
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+
+    def finish(self) -> None:
+        self.file_logger.finish()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+@contextmanager
+def _env(**values: str):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,127 @@
+"""pion_rl.compare on runs written by verl's own FileLogger and by wandb in offline mode."""
+
+import json
+
+import numpy as np
+import pytest
+from verl.utils.tracking import FileLogger
+
+from pion_rl.compare import compare_runs, curve_stats, load_run, main
+
+REWARD = "critic/score/mean"
+VAL = "val-core/aime24/acc/mean@32"
+
+
+def write_verl_jsonl(path, rows, monkeypatch):
+    """Log `rows` ({step: metrics}) through verl's FileLogger, the way verl's trainer does."""
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(path))
+    logger = FileLogger("project", path.stem)
+    for step, metrics in rows.items():
+        logger.log(metrics, step)
+    logger.finish()
+    return path
+
+
+@pytest.fixture
+def two_runs(tmp_path, monkeypatch):
+    # Run a: 6 steps, validation every 2 steps (verl logs val-core in the same row as training metrics).
+    a = {s: {REWARD: 0.1 * s, "actor/grad_norm": np.float32(1.5)} for s in range(1, 7)}
+    for s, acc in ((2, 0.25), (4, 0.5), (6, 0.375)):
+        a[s][VAL] = acc
+    # Run b: only 4 steps; the comparison must stop at step 4 for both.
+    b = {s: {REWARD: 0.2, VAL: 0.125} for s in range(1, 5)}
+    return (write_verl_jsonl(tmp_path / "a.jsonl", a, monkeypatch),
+            write_verl_jsonl(tmp_path / "b.jsonl", b, monkeypatch))
+
+
+def test_reads_verl_file_logger_rows(two_runs):
+    run = load_run(str(two_runs[0]))
+    assert run.name == "a"
+    assert list(run.history.index) == [1, 2, 3, 4, 5, 6]
+    assert run.history[REWARD].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert run.history[VAL].dropna().to_dict() == {2: 0.25, 4: 0.5, 6: 0.375}
+
+
+def test_curve_stats_final_best_and_mean_height_auc():
+    final, best, auc = curve_stats(np.array([0.0, 1.0, 3.0]), np.array([0.0, 1.0, 0.5]))
+    # Trapezoids: (0 + 1) / 2 * 1 + (1 + 0.5) / 2 * 2 = 2.0 over a span of 3.
+    assert (final, best, auc) == (0.5, 1.0, pytest.approx(2.0 / 3.0))
+
+
+def test_table_compares_runs_over_their_common_steps(two_runs, tmp_path):
+    runs = [load_run(str(p)) for p in two_runs]
+    png, md, notes = compare_runs(runs, tmp_path / "out")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = md.read_text()
+    assert "`critic/score/mean`, over steps 1-4." in text
+    # Run a's reward over steps 1-4: final 0.4, best 0.4, mean height of the line 0.1..0.4 = 0.25.
+    assert "| a | 0.4000 | 0.4000 | 0.2500 | 4 |" in text
+    assert "| b | 0.2000 | 0.2000 | 0.2000 | 4 |" in text
+    # Validation (one panel per benchmark): run a has points at 2 and 4 inside the common range.
+    assert "`val-core/aime24/acc/mean@32`, over steps 2-4." in text
+    assert "| a | 0.5000 | 0.5000 | 0.3750 | 2 |" in text
+    assert notes == []
+
+
+def test_reads_an_offline_wandb_run_with_wandbs_reader(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="p", name="pion-offline", dir=str(tmp_path), settings=wandb.Settings(console="off"))
+    for step in range(3):
+        run.log({REWARD: 0.5 + 0.25 * step, "train/lr": 1e-6}, step=step)
+    run.log({VAL: 0.75}, step=2)
+    run.finish()
+
+    folder = next((tmp_path / "wandb").glob("offline-run-*"))
+    loaded = load_run(str(folder))
+    assert loaded.name == "pion-offline"
+    assert loaded.history[REWARD].to_dict() == {0: 0.5, 1: 0.75, 2: 1.0}
+    assert loaded.history[VAL].dropna().to_dict() == {2: 0.75}
+    _, md, _ = compare_runs([loaded], tmp_path / "out")
+    assert "| pion-offline | 1.0000 | 1.0000 | 0.7500 | 3 |" in md.read_text()
+
+
+def test_a_run_missing_a_metric_is_a_note_not_a_failure(two_runs, tmp_path, monkeypatch):
+    no_val = write_verl_jsonl(tmp_path / "c.jsonl", {1: {REWARD: 0.3}, 2: {REWARD: 0.4}}, monkeypatch)
+    runs = [load_run(str(two_runs[0])), load_run(str(no_val))]
+    _, md, notes = compare_runs(runs, tmp_path / "out")
+    assert notes == [f"run 'c' has no {VAL!r}"]
+    assert f"note: run 'c' has no {VAL!r}" in md.read_text()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "has no logged steps"),
+        ('{"step": 1, "data": {"actor/grad_norm": 1.0}}\n', "none of the runs has a metric to compare"),
+        ('{"step": 1, "metrics": {}}\n', "bad.jsonl:1 is not a verl file-logger row"),
+    ],
+)
+def test_bad_runs_are_clear_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_an_unknown_run_is_a_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.jsonl")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_cli_writes_png_and_table_with_given_names(two_runs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main([*map(str, two_runs), "--out", str(out), "--name", "pion", "--name", "adamw"]) == 0
+    text = (out / "summary.md").read_text()
+    assert "| pion | 0.4000 |" in text and "| adamw | 0.2000 |" in text
+    assert (out / "reward_curves.png").exists()
+    assert f"wrote {out / 'summary.md'}" in capsys.readouterr().out
+
+
+def test_jsonl_rows_are_plain_json(two_runs):
+    # The format pion_rl.compare relies on is verl's: {"step": int, "data": {...}}, one per line.
+    first = json.loads(two_runs[0].read_text().splitlines()[0])
+    assert first == {"step": 1, "data": {REWARD: 0.1, "actor/grad_norm": 1.5}}
