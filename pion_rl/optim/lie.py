@@ -8,18 +8,25 @@ import torch
 from torch import Tensor
 
 
-def right_generator(w: Tensor, m: Tensor) -> Tensor:
+def _product(a: Tensor, b: Tensor, dtype: torch.dtype | None) -> Tensor:
+    if dtype is None or dtype == a.dtype:
+        return a @ b
+    return (a.to(dtype) @ b.to(dtype)).to(a.dtype)
+
+
+def right_generator(w: Tensor, m: Tensor, matmul_dtype: torch.dtype | None = None) -> Tensor:
     """``W^T M - M^T W``: the in-side generator, ``(..., c, c)`` for ``w``, ``m`` of ``(..., r, c)``.
 
-    ``M^T W`` is the transpose of ``W^T M``, so one matmul suffices.
+    ``M^T W`` is the transpose of ``W^T M``, so one matmul suffices. ``matmul_dtype`` (e.g. bf16) runs that
+    matmul at lower precision; the difference is taken in ``w.dtype``, so the result is exactly skew.
     """
-    x = w.mT @ m
+    x = _product(w.mT, m, matmul_dtype)
     return x - x.mT
 
 
-def left_generator(w: Tensor, m: Tensor) -> Tensor:
-    """``M W^T - W M^T``: the out-side generator, ``(..., r, r)`` for ``w``, ``m`` of ``(..., r, c)``."""
-    y = m @ w.mT
+def left_generator(w: Tensor, m: Tensor, matmul_dtype: torch.dtype | None = None) -> Tensor:
+    """``M W^T - W M^T``: the out-side generator, ``(..., r, r)``; ``matmul_dtype`` as for the in side."""
+    y = _product(m, w.mT, matmul_dtype)
     return y - y.mT
 
 

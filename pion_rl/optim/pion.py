@@ -27,6 +27,9 @@ class Pion(MatrixOptimizer):
         second_moment: RMS-normalise the momentum elementwise (``lie_lie``, ``transported_ambient_ambient``).
         row_block: rows per independent block (per-head q/k/v, split fused weights); must divide d_out.
         msign_steps, msign_lambda: Newton-Schulz steps and step multiplier of the ``msign`` variant.
+        generator_dtype: precision of the generator matmuls ``W^T G``, ``G W^T`` (``None``: fp32, the spec's;
+            ``"bfloat16"`` halves their cost on hardware with fast bf16, as Muon's Newton-Schulz does). They
+            only steer the momentum; the rotation applied to W is always computed in fp32 and stays orthogonal.
         weight_decay: decoupled decay of Pion matrices. 0 by default: decay shrinks singular values, which
             is exactly what Pion is built not to do.
         adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's options.
@@ -59,6 +62,7 @@ class Pion(MatrixOptimizer):
         row_block: int | None = None,
         msign_steps: int = 5,
         msign_lambda: float = 1.0,
+        generator_dtype: str | None = None,
         weight_decay: float = 0.0,
         adamw_betas: tuple[float, float] = (0.9, 0.999),
         adamw_eps: float = 1e-8,
@@ -69,7 +73,8 @@ class Pion(MatrixOptimizer):
         defaults = dict(
             lr=lr, variant=variant, update_side=update_side, exp_map=exp_map, degree=degree, scaling=scaling,
             rms_scale=rms_scale, betas=betas, second_moment=second_moment, eps=eps, row_block=row_block,
-            msign_steps=msign_steps, msign_lambda=msign_lambda, weight_decay=weight_decay,
+            msign_steps=msign_steps, msign_lambda=msign_lambda, generator_dtype=generator_dtype,
+            weight_decay=weight_decay,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
         )
         super().__init__(params, defaults, head_dim=head_dim, process_group=process_group)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
@@ -19,6 +20,8 @@ UPDATE_SIDES = ("both", "alternate", "left", "right")
 SIDE_ALIASES = {"out": "left", "in": "right"}
 SCALINGS = ("rms", "none")
 #: First-moment beta per variant when the caller gives none (the spec's msign uses 0.95).
+#: Precisions the generator matmuls may run in (None: the compute dtype).
+GENERATOR_DTYPES = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_BETAS = {"lie_lie": (0.9, 0.999), "transported_ambient_ambient": (0.9, 0.999), "msign": (0.95, 0.999)}
 
 
@@ -38,6 +41,7 @@ class PionSettings:
     eps: float = 1e-8
     msign_steps: int = 5
     msign_lambda: float = 1.0
+    generator_dtype: str | None = None
 
     def __post_init__(self):
         def check(ok: bool, what: str):
@@ -54,6 +58,8 @@ class PionSettings:
         check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must lie in [0, 1), got {self.betas}")
         check(self.eps > 0.0, f"eps must be > 0, got {self.eps}")
         check(self.msign_steps >= 1, f"msign_steps must be >= 1, got {self.msign_steps}")
+        check(self.generator_dtype in GENERATOR_DTYPES,
+              f"unknown generator_dtype {self.generator_dtype!r}; expected one of {tuple(GENERATOR_DTYPES)}")
         check(not (self.variant == "msign" and self.second_moment),
               "the msign variant has no second moment; set second_moment=False")
 
@@ -68,6 +74,7 @@ class PionSettings:
             rms_scale=float(group["rms_scale"]), betas=tuple(float(b) for b in betas),
             second_moment=bool(group["second_moment"]), eps=float(group["eps"]),
             msign_steps=int(group["msign_steps"]), msign_lambda=float(group["msign_lambda"]),
+            generator_dtype=group["generator_dtype"],
         )
 
     def sides(self, step: int) -> tuple[bool, bool]:
@@ -118,12 +125,13 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
     state = {k: t.view(w.shape[0], *t.shape[-2:]) for k, t in state.items()}
     right, left = s.sides(step)
     beta1, beta2 = s.betas
+    low = GENERATOR_DTYPES[s.generator_dtype]
     carried = None  # the ambient momentum, rotated along with W by the transported variant
 
     # Each applied rotation is E(scale * a) with a skew `a`; the descent direction's sign and the step size
     # live in `scale`, so no generator-sized tensor is negated or scaled.
     if s.variant == "lie_lie":
-        g_in, g_out = right_generator(w, g), left_generator(w, g)
+        g_in, g_out = right_generator(w, g, low), left_generator(w, g, low)
         # Both momenta move every step, whichever side is applied.
         _ema(state["m_in"], g_in, beta1)
         _ema(state["m_out"], g_out, beta1)
@@ -139,12 +147,12 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
             if s.second_moment:
                 _ema_square(state["v"], m, beta2)  # the square of m, not of g
             m_tilde = _precondition(m, state.get("v"), s.eps)
-            a_in = right_generator(w, m_tilde) if right else None
-            a_out = left_generator(w, m_tilde) if left else None
+            a_in = right_generator(w, m_tilde, low) if right else None
+            a_out = left_generator(w, m_tilde, low) if left else None
             carried = m
         else:  # msign: orthogonalised half-generators with a fixed step, no RMS scaling
-            a_in = msign(0.5 * right_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
-            a_out = msign(0.5 * left_generator(w, m), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
+            a_in = msign(0.5 * right_generator(w, m, low), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
+            a_out = msign(0.5 * left_generator(w, m, low), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
 
     wa = w @ a_in if a_in is not None else None
     aw = a_out @ w if a_out is not None else None
