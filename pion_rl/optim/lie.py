@@ -8,25 +8,24 @@ import torch
 from torch import Tensor
 
 
-def _product(a: Tensor, b: Tensor, dtype: torch.dtype | None) -> Tensor:
-    if dtype is None or dtype == a.dtype:
-        return a @ b
-    return (a.to(dtype) @ b.to(dtype)).to(a.dtype)
-
-
 def right_generator(w: Tensor, m: Tensor, matmul_dtype: torch.dtype | None = None) -> Tensor:
     """``W^T M - M^T W``: the in-side generator, ``(..., c, c)`` for ``w``, ``m`` of ``(..., r, c)``.
 
-    ``M^T W`` is the transpose of ``W^T M``, so one matmul suffices. ``matmul_dtype`` (e.g. bf16) runs that
-    matmul at lower precision; the difference is taken in ``w.dtype``, so the result is exactly skew.
+    ``M^T W`` is the transpose of ``W^T M``, so one matmul suffices. With ``matmul_dtype`` (e.g. bf16) the
+    product and the difference run in that dtype and the result comes back in it: still exactly skew, since
+    rounded subtraction is sign-symmetric (fl(a - b) = -fl(b - a)).
     """
-    x = _product(w.mT, m, matmul_dtype)
+    if matmul_dtype is not None:
+        w, m = w.to(matmul_dtype), m.to(matmul_dtype)
+    x = w.mT @ m
     return x - x.mT
 
 
 def left_generator(w: Tensor, m: Tensor, matmul_dtype: torch.dtype | None = None) -> Tensor:
     """``M W^T - W M^T``: the out-side generator, ``(..., r, r)``; ``matmul_dtype`` as for the in side."""
-    y = _product(m, w.mT, matmul_dtype)
+    if matmul_dtype is not None:
+        w, m = w.to(matmul_dtype), m.to(matmul_dtype)
+    y = m @ w.mT
     return y - y.mT
 
 

@@ -102,10 +102,11 @@ def state_shapes(settings: PionSettings, blocks: int, rows: int, cols: int) -> d
 
 
 def _ema(buf: Tensor, value: Tensor, beta: float) -> None:
-    buf.lerp_(value, 1.0 - beta)
+    buf.lerp_(value.to(buf.dtype), 1.0 - beta)  # buffers stay in the compute dtype
 
 
 def _ema_square(buf: Tensor, value: Tensor, beta: float) -> None:
+    value = value.to(buf.dtype)
     buf.mul_(beta).addcmul_(value, value, value=1.0 - beta)
 
 
@@ -147,12 +148,12 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
             if s.second_moment:
                 _ema_square(state["v"], m, beta2)  # the square of m, not of g
             m_tilde = _precondition(m, state.get("v"), s.eps)
-            a_in = right_generator(w, m_tilde, low) if right else None
-            a_out = left_generator(w, m_tilde, low) if left else None
+            a_in = right_generator(w, m_tilde, low).to(w.dtype) if right else None
+            a_out = left_generator(w, m_tilde, low).to(w.dtype) if left else None
             carried = m
         else:  # msign: orthogonalised half-generators with a fixed step, no RMS scaling
-            a_in = msign(0.5 * right_generator(w, m, low), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
-            a_out = msign(0.5 * left_generator(w, m, low), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
+            a_in = msign(0.5 * right_generator(w, m, low).to(w.dtype), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
+            a_out = msign(0.5 * left_generator(w, m, low).to(w.dtype), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
 
     wa = w @ a_in if a_in is not None else None
     aw = a_out @ w if a_out is not None else None
