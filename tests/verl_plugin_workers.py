@@ -6,6 +6,7 @@ spawn hands the parent's sys.path to the children), so it must stay importable w
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
@@ -83,6 +84,7 @@ def _group_summary(optimizer) -> list[dict]:
 def _train_step(engine) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """One forward/backward on random tokens, then verl's optimizer_step (clip + step); full weights before/after."""
     module = engine.module
+    engine.optimizer.zero_grad(set_to_none=True)  # as verl's training loop does before each batch
     before = {n: p.full_tensor().detach().clone() for n, p in module.named_parameters()}
     torch.manual_seed(1)
     ids = torch.randint(0, TINY_QWEN3["vocab_size"], (2, 12))
@@ -150,3 +152,41 @@ def engine_report(model_dir: str) -> dict:
         "cls": type(engine.optimizer).__module__ + "." + type(engine.optimizer).__name__,
     }
     return report
+
+
+def checkpoint_resume_report(model_dir: str, checkpoint_dir: str) -> dict:
+    """Pion (the recipe's options) through verl's own checkpoint manager: save after 2 steps and take 2 more;
+    a fresh engine that loads the checkpoint and takes the same 2 steps must land on the same weights."""
+    import pion_rl.verl_plugin.engine  # noqa: F401 - what external_lib does in a verl worker
+
+    options = {"variant": "lie_lie", "update_side": "alternate", "betas": [0.9, 0.999]}
+
+    def build():
+        return build_engine(model_dir, "fsdp2", "pion_rl.optim", "Pion", options, lr=STEP_LR, weight_decay=0.0)
+
+    def cpu_checkpoint_patches(stack: ExitStack) -> None:
+        _cpu_device_patches(stack)
+        # The module already lives on the CPU; verl would move it to the accelerator around the save.
+        stack.enter_context(mock.patch("verl.workers.engine.fsdp.transformer_impl.load_fsdp_model_to_gpu"))
+
+    straight = build()
+    for _ in range(2):
+        _train_step(straight)
+    with ExitStack() as stack:
+        cpu_checkpoint_patches(stack)
+        straight.save_checkpoint(checkpoint_dir, global_step=2)
+    for _ in range(2):
+        expected = _train_step(straight)
+    resumed = build()
+    with ExitStack() as stack:
+        cpu_checkpoint_patches(stack)
+        resumed.load_checkpoint(checkpoint_dir, del_local_after_load=False)
+    owned = sum(1 for s in resumed.optimizer.state.values() if "m_in" in s)
+    for _ in range(2):
+        got = _train_step(resumed)
+    return {
+        "max_abs_diff": max((expected[n][1] - got[n][1]).abs().max().item() for n in expected),
+        "moved": max((expected[n][1] - expected[n][0]).abs().max().item() for n in expected),
+        "matrices_owned_here": owned,
+        "files": sorted(os.listdir(checkpoint_dir)),
+    }
