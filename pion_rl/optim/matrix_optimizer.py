@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .adamw_math import adamw_step
 from .param_groups import param_groups
-from .sharding import compute_dtype, local_tensor, make_exchange
+from .sharding import in_compute_dtype, local_tensor, make_exchange
 
 #: Group keys every matrix optimizer understands besides its own defaults.
 _BOOKKEEPING_KEYS = {"params", "param_names", "algorithm", "initial_lr"}
@@ -191,19 +191,15 @@ class MatrixOptimizer(torch.optim.Optimizer):
     def _adamw_group(self, group: dict[str, Any], params: Iterable[Tensor]) -> None:
         # AdamW is elementwise: each rank updates its own shard, no communication.
         for p in params:
-            param, grad = local_tensor(p), local_tensor(p.grad)
-            dtype = compute_dtype(param.dtype)
             state = self.state[p]
-            if not state:
-                state["step"] = torch.tensor(0.0)
-                state["exp_avg"] = torch.zeros_like(param, dtype=dtype)
-                state["exp_avg_sq"] = torch.zeros_like(param, dtype=dtype)
-            state["step"] += 1
-            work = param if param.dtype == dtype else param.to(dtype)
-            adamw_step(
-                work, grad.to(dtype), state["exp_avg"], state["exp_avg_sq"], int(state["step"].item()),
-                lr=group["lr"], betas=group["adamw_betas"], eps=group["adamw_eps"],
-                weight_decay=group["adamw_weight_decay"],
-            )
-            if work is not param:
-                param.copy_(work)
+            with in_compute_dtype(local_tensor(p)) as param:
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                state["step"] += 1
+                adamw_step(
+                    param, local_tensor(p.grad).to(param.dtype), state["exp_avg"], state["exp_avg_sq"],
+                    int(state["step"].item()), lr=group["lr"], betas=group["adamw_betas"], eps=group["adamw_eps"],
+                    weight_decay=group["adamw_weight_decay"],
+                )

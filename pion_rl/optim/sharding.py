@@ -16,7 +16,8 @@ parameter lives. The optimizer never sees the layout.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,19 @@ UpdateFn = Callable[[int, Tensor, Tensor], None]
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Update math runs in fp32, or in fp64 for fp64 parameters."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@contextmanager
+def in_compute_dtype(t: Tensor) -> Iterator[Tensor]:
+    """``t`` in its compute dtype, to be updated in place: ``t`` itself, or an fp32 copy of a bf16/fp16 ``t``
+    that is rounded back into ``t`` on a normal exit (after an exception ``t`` is left as it was)."""
+    dtype = compute_dtype(t.dtype)
+    if t.dtype == dtype:
+        yield t
+        return
+    work = t.to(dtype)
+    yield work
+    t.copy_(work)
 
 
 def local_tensor(t: Tensor) -> Tensor:
@@ -78,14 +92,8 @@ class LocalExchange:
     def update_owned(self, params: Sequence[Tensor], owners: Sequence[int], update: UpdateFn) -> None:
         """Run ``update`` on every matrix this rank owns and write the results back into ``params``."""
         for index, p in enumerate(params):
-            dtype = compute_dtype(p.dtype)
-            weight = p.detach()
-            if weight.dtype == dtype:
-                update(index, weight, p.grad.to(dtype))
-            else:  # e.g. bf16: compute in fp32, write back rounded
-                full = weight.to(dtype)
-                update(index, full, p.grad.to(dtype))
-                weight.copy_(full)
+            with in_compute_dtype(p.detach()) as weight:
+                update(index, weight, p.grad.to(weight.dtype))
 
 
 @dataclass(frozen=True)
