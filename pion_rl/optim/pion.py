@@ -78,6 +78,13 @@ class Pion(MatrixOptimizer):
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
         )
         super().__init__(params, defaults, head_dim=head_dim, process_group=process_group)
+        #: Per matrix updated on this rank in the last step: ``pion_step``'s ``step_size`` and ``generator_norm``
+        #: tensors ``(blocks,)`` (see :func:`pion_rl.optim.pion_math.pion_step`); read by the telemetry.
+        self.last_step_stats: dict[Tensor, dict[str, Tensor]] = {}
+
+    def step(self, closure=None):
+        self.last_step_stats = {}  # only this step's matrices
+        return super().step(closure)
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         PionSettings.from_group(group)
@@ -114,5 +121,5 @@ class Pion(MatrixOptimizer):
         if group["weight_decay"]:
             weight.mul_(1.0 - settings.lr * group["weight_decay"])
         buffers = {k: v for k, v in state.items() if k != "step"}
-        pion_step(weight.view(blocks, rows, cols), grad.view(blocks, rows, cols), buffers,
-                  int(state["step"].item()), settings)
+        self.last_step_stats[p] = pion_step(weight.view(blocks, rows, cols), grad.view(blocks, rows, cols), buffers,
+                                            int(state["step"].item()), settings)

@@ -114,14 +114,18 @@ def _precondition(m: Tensor, v: Tensor | None, eps: float) -> Tensor:
     return m if v is None else m / (v.sqrt() + eps)
 
 
-def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: PionSettings) -> None:
-    """Update ``w`` and the momentum buffers of ``state`` in place.
+def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: PionSettings) -> dict[str, Tensor]:
+    """Update ``w`` and the momentum buffers of ``state`` in place; return per-block statistics of the step.
 
     Args:
         w: ``(B, r, c)`` weights in the compute dtype; ``B`` independent matrices (row blocks).
         g: ``(B, r, c)`` gradient, same dtype.
         state: buffers shaped as :func:`state_shapes` says (viewed to carry the batch dim here).
         step: this parameter's step number, counting from 1 (selects the side under ``alternate``).
+    Returns:
+        ``{"step_size": (B,), "generator_norm": (B,)}`` in ``w``'s dtype and device: the step applied to each
+        block (positive), and the Frobenius norm of the applied generator ``step_size * A`` (for two sides,
+        the mean of their norms). Tensors, so reading them costs no device sync here.
     """
     state = {k: t.view(w.shape[0], *t.shape[-2:]) for k, t in state.items()}
     right, left = s.sides(step)
@@ -178,3 +182,8 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         if carried is not None:
             carried.copy_(rotate_left(carried, a_out, scale, s.exp_map, s.degree))
     w.copy_(new_w)
+    sizes = (step_size.reshape(-1) if torch.is_tensor(step_size)
+             else torch.full((w.shape[0],), step_size, dtype=w.dtype, device=w.device))
+    applied = [a for a in (a_in, a_out) if a is not None]
+    generator_norm = sizes * sum(torch.linalg.matrix_norm(a) for a in applied) / len(applied)
+    return {"step_size": sizes, "generator_norm": generator_norm}
