@@ -27,6 +27,8 @@ from torch.distributed.tensor import DTensor, Replicate, Shard
 
 #: ``update(index, weight, grad)``: update ``weight`` (full matrix, compute dtype) in place.
 UpdateFn = Callable[[int, Tensor, Tensor], None]
+#: ``visit(index, weight)``: read ``weight`` (full matrix, compute dtype); changes to it are not written back.
+VisitFn = Callable[[int, Tensor], None]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -80,6 +82,7 @@ class LocalExchange:
 
     rank = 0
     world_size = 1
+    row_copies = 1  # how many ranks store each row
 
     def assign_owners(self, costs: Sequence[float]) -> list[int]:
         """Owner rank of each matrix, given its cost (state elements); identical on every rank."""
@@ -94,6 +97,23 @@ class LocalExchange:
         for index, p in enumerate(params):
             with in_compute_dtype(p.detach()) as weight:
                 update(index, weight, p.grad.to(weight.dtype))
+
+    def visit_owned(self, params: Sequence[Tensor], owners: Sequence[int], visit: VisitFn) -> None:
+        """Run ``visit`` on every matrix this rank owns, whole, in its compute dtype (read-only)."""
+        for index, p in enumerate(params):
+            visit(index, p.detach().to(compute_dtype(p.dtype)))
+
+    def local_rows(self, num_rows: int) -> tuple[int, int]:
+        """``[start, stop)`` rows of a ``num_rows``-row parameter stored on this rank: all of them."""
+        return 0, num_rows
+
+    def sum_over_ranks(self, values: Tensor) -> Tensor:
+        """Elementwise sum of a tensor over ranks."""
+        return values
+
+    def max_over_ranks(self, values: Tensor) -> Tensor:
+        """Elementwise max of a tensor over ranks."""
+        return values
 
 
 @dataclass(frozen=True)
@@ -179,6 +199,38 @@ class ShardedExchange:
         if scatter is not None:
             scatter.finish()
 
+    def visit_owned(self, params: Sequence[Tensor], owners: Sequence[int], visit: VisitFn) -> None:
+        """Run ``visit`` on every matrix this rank owns, gathered whole (W only, no gradient); nothing is sent back."""
+        rounds = self._rounds(params, owners)
+        gather = self._start_gather(params, owners, rounds[0], with_grad=False) if rounds else None
+        for r in range(len(rounds)):
+            full = gather.finish()
+            if r + 1 < len(rounds):
+                gather = self._start_gather(params, owners, rounds[r + 1], with_grad=False)
+            for index, (weight, _) in full.items():
+                visit(index, weight)
+
+    def local_rows(self, num_rows: int) -> tuple[int, int]:
+        """``[start, stop)`` rows of a ``num_rows``-row parameter stored on this rank."""
+        return self.layout.rows(self.rank, num_rows)
+
+    @property
+    def row_copies(self) -> int:
+        """How many ranks store each row: 1 under FSDP2, the number of replicas under HSDP or DDP."""
+        return len(set(self.layout.replica))
+
+    def sum_over_ranks(self, values: Tensor) -> Tensor:
+        """Elementwise sum of a tensor over ranks: one all-reduce."""
+        out = values.clone()
+        dist.all_reduce(out, group=self.group)
+        return out
+
+    def max_over_ranks(self, values: Tensor) -> Tensor:
+        """Elementwise max of a tensor over ranks: one all-reduce."""
+        out = values.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=self.group)
+        return out
+
     # ------------------------------------------------------------------ planning
     def _rounds(self, params: Sequence[Tensor], owners: Sequence[int]) -> list[list[int]]:
         """Matrix indices per round: round j holds the j-th matrix of every owner; one compute dtype per round."""
@@ -193,8 +245,9 @@ class ShardedExchange:
         return rounds
 
     # ------------------------------------------------------------------ communication
-    def _start_gather(self, params, owners, batch: list[int]) -> _Transfer:
-        """Sources send their rows of W and G (compute dtype) to each owner in ``batch``."""
+    def _start_gather(self, params, owners, batch: list[int], with_grad: bool = True) -> _Transfer:
+        """Sources send their rows of W and G (only W without ``with_grad``; compute dtype) to each owner in
+        ``batch``; the result maps each owned index to ``(weight, grad or None)``."""
         me, layout = self.rank, self.layout
         dtype = compute_dtype(params[batch[0]].dtype)
         sends: list[list[Tensor]] = [[] for _ in range(self.world_size)]
@@ -206,9 +259,9 @@ class ShardedExchange:
                 for k in layout.sources(me):
                     if k != me:
                         start, stop = layout.rows(k, rows)
-                        recv_numel[k] += 2 * (stop - start) * cols
+                        recv_numel[k] += (2 if with_grad else 1) * (stop - start) * cols
             elif me in layout.sources(owner):
-                sends[owner] += [local_tensor(p), local_tensor(p.grad)]
+                sends[owner] += [local_tensor(p), local_tensor(p.grad)] if with_grad else [local_tensor(p)]
 
         def assemble(received: list[_Received]) -> dict[int, tuple[Tensor, Tensor]]:
             full = {}
@@ -218,15 +271,17 @@ class ShardedExchange:
                     continue
                 rows, cols = p.shape
                 weight = torch.empty(rows, cols, dtype=dtype, device=p.device)
-                grad = torch.empty_like(weight)
+                grad = torch.empty_like(weight) if with_grad else None
                 for k in layout.sources(me):
                     start, stop = layout.rows(k, rows)
                     if k == me:
                         weight[start:stop] = local_tensor(p)
-                        grad[start:stop] = local_tensor(p.grad)
+                        if with_grad:
+                            grad[start:stop] = local_tensor(p.grad)
                     else:
                         weight[start:stop] = received[k].take((stop - start, cols))
-                        grad[start:stop] = received[k].take((stop - start, cols))
+                        if with_grad:
+                            grad[start:stop] = received[k].take((stop - start, cols))
                 full[index] = (weight, grad)
             return full
 
