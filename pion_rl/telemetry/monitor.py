@@ -1,0 +1,237 @@
+"""What every optimizer step does to the weights, for AdamW, Muon and Pion alike, measured from outside.
+
+:class:`OptimizerTelemetry` hooks into a torch optimizer (step pre/post hooks, state-dict hooks), so it works
+the same for ``torch.optim.AdamW`` and for pion-rl's Pion and Muon, on one process, FSDP2, HSDP or DDP. Its
+matrices are the 2-D hidden matrices :func:`pion_rl.optim.param_groups` would give Pion, in Pion's units
+(q/k/v per attention head), whichever optimizer runs.
+
+Cost per step: a snapshot of this rank's parameter shards during ``step()`` (for the update RMS), local sums,
+one sum and one max all-reduce of a few thousand numbers. Every ``spectrum_every`` steps the matrices are
+also gathered whole on owner ranks by the optimizers' own exchange (W only, nothing sent back), in parallel
+across ranks, and their units' singular values compared with the first step's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pion_rl.optim.param_groups import param_groups
+from pion_rl.optim.sharding import local_tensor, make_exchange
+
+from .spectra import relative_sv_change, svd_cost, unit_singular_values, unit_square_norms
+
+UPDATE_RMS = "optim/update_rms"
+UPDATE_RMS_ADAMW = "optim/update_rms_adamw"
+MAX_REL_FRO_CHANGE = "optim/max_rel_fro_change"
+MAX_REL_SV_CHANGE = "optim/max_rel_sv_change"
+MEAN_REL_SV_CHANGE = "optim/mean_rel_sv_change"
+STEP_S = "optim/step_s"
+STATE_GB_MAX_RANK = "optim/state_gb_max_rank"
+PION_STEP_SIZE = "optim/pion/step_size"
+PION_GENERATOR_NORM = "optim/pion/generator_norm"
+#: Key of the telemetry's entry in the optimizer's ``state_dict()``.
+STATE_KEY = "telemetry"
+
+
+class OptimizerTelemetry:
+    """Measure each step of ``optimizer``; read the numbers with :meth:`pop_metrics` after ``step()``.
+
+    Metrics (floats; ``optim/...`` names, the same on every rank):
+      - ``optim/update_rms``: RMS of ``W_t - W_{t-1}`` over all matrices; ``optim/update_rms_adamw`` over the
+        other parameters (embeddings, lm_head, norms, biases).
+      - ``optim/max_rel_fro_change``: max over units of ``| ||W_t||_F - ||W_0||_F | / ||W_0||_F``.
+      - ``optim/max_rel_sv_change``, ``optim/mean_rel_sv_change`` (every ``spectrum_every`` steps): max and
+        mean over all singular values of all units of ``|s_i(t) - s_i(0)| / s_1(0)``.
+      - ``optim/step_s``: wall time of ``optimizer.step()`` alone (slowest rank); ``optim/state_gb_max_rank``:
+        optimizer state on the fullest rank, GB (1e9 bytes).
+      - Pion only: ``optim/pion/step_size`` and ``optim/pion/generator_norm``, means over units of the
+        applied step and of the Frobenius norm of the applied generator.
+    ``W_0`` is the weights before the first step this object saw; it is saved in ``optimizer.state_dict()``
+    (key ``"telemetry"``), so a resumed run keeps measuring against the original.
+
+    Args:
+        optimizer: a torch optimizer updating (at least) the tensors of ``named_params``.
+        named_params: a module or ``(name, tensor)`` pairs such as ``model.named_parameters()``.
+        head_dim: rows per attention head; q/k/v units are heads (None: whole matrices).
+        spectrum_every: singular values every this many steps (0: never; no SVD and no gather at all).
+        process_group: for plain tensors replicated over ranks (DDP), as the optimizers take it.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        named_params: nn.Module | Iterable[tuple[str, Tensor]],
+        *,
+        head_dim: int | None = None,
+        spectrum_every: int = 10,
+        process_group=None,
+    ):
+        if isinstance(spectrum_every, bool) or not isinstance(spectrum_every, int) or spectrum_every < 0:
+            raise ValueError(f"telemetry: spectrum_every must be an int >= 0 (0 turns singular values off), "
+                             f"got {spectrum_every!r}")
+        groups = param_groups(named_params, optimizer="pion", head_dim=head_dim)
+        self.matrices = [(name, p, g.get("row_block") or p.shape[0])
+                         for g in groups if g["algorithm"] == "pion" for name, p in zip(g["param_names"], g["params"])]
+        self.others = [(name, p) for g in groups if g["algorithm"] == "adamw"
+                       for name, p in zip(g["param_names"], g["params"])]
+        updated = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        missing = [name for name, p, *_ in self.matrices + self.others if id(p) not in updated]
+        if missing:
+            raise ValueError(f"telemetry: {len(missing)} trainable parameter(s) are not updated by the optimizer "
+                             f"(e.g. {missing[:3]}); pass the named parameters the optimizer was built from")
+        self.optimizer = optimizer
+        self.spectrum_every = spectrum_every
+        self.exchange = make_exchange([p for _, p, _ in self.matrices] + [p for _, p in self.others], process_group)
+        self.owners = self.exchange.assign_owners([svd_cost(*p.shape, block) for _, p, block in self.matrices])
+        self.num_units = [p.shape[0] // block for _, p, block in self.matrices]
+        self.step = 0  # optimizer steps measured, across resumes
+        self.fro_reference: Tensor | None = None  # (units,) ||W_0||_F of every unit
+        self.sv_reference: dict[int, Tensor] | None = None  # matrix index -> (B, k), owned matrices only
+        self._snapshot: list[Tensor] | None = None
+        self._started = 0.0
+        self._metrics: dict[str, float] = {}
+        optimizer.register_step_pre_hook(self._before_step)
+        optimizer.register_step_post_hook(self._after_step)
+        optimizer.register_state_dict_post_hook(self._save)
+        optimizer.register_load_state_dict_pre_hook(self._load)
+
+    def pop_metrics(self) -> dict[str, float]:
+        """The metrics of the last step, once (``{}`` if no step ran since the last call)."""
+        metrics, self._metrics = self._metrics, {}
+        return metrics
+
+    # ------------------------------------------------------------------ hooks
+    @torch.no_grad()
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        if self.fro_reference is None:
+            partial = self._unit_square_norms() / self.exchange.row_copies
+            self.fro_reference = self.exchange.sum_over_ranks(partial).sqrt()
+        if self.spectrum_every and self.sv_reference is None:
+            self.sv_reference = self._singular_values()
+        self._snapshot = [local_tensor(p).detach().clone() for p in self._all_params()]
+        self._synchronize()
+        self._started = time.perf_counter()
+
+    @torch.no_grad()
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        self._synchronize()
+        step_s = time.perf_counter() - self._started
+        self.step += 1
+        device = self._device()
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        # Spectrum first, so its owner-local numbers ride in the same two all-reduces as everything else.
+        sv_max, sv_sum, sv_count = zero, zero, zero
+        if self.spectrum_every and self.step % self.spectrum_every == 0:
+            for index, values in self._singular_values().items():
+                change = relative_sv_change(values, self.sv_reference[index]).double()
+                sv_max = torch.maximum(sv_max, change.max())
+                sv_sum, sv_count = sv_sum + change.sum(), sv_count + change.numel()
+        # Sums of rows are divided by the ranks holding each row, so one plain sum counts every row once.
+        copies = self.exchange.row_copies
+        update_sq = [(local_tensor(p).detach() - old).float().square().sum().double() / copies
+                     for p, old in zip(self._all_params(), self._snapshot)]
+        self._snapshot = None
+        num_matrices = len(self.matrices)
+        stats = list(getattr(self.optimizer, "last_step_stats", {}).values())  # Pion: owner-local
+        sums = torch.cat([
+            torch.stack([
+                sum(update_sq[:num_matrices], zero), sum(update_sq[num_matrices:], zero),
+                sum((s["step_size"].double().sum() for s in stats), zero),
+                sum((s["generator_norm"].double().sum() for s in stats), zero),
+                zero + sum(s["step_size"].numel() for s in stats), sv_sum, sv_count,
+            ]),
+            self._unit_square_norms() / copies,
+        ])
+        maxima = torch.stack([sv_max, zero + self._local_state_bytes(), zero + step_s])
+        sums, maxima = self.exchange.sum_over_ranks(sums).tolist(), self.exchange.max_over_ranks(maxima).tolist()
+        matrix_sq, other_sq, size_sum, norm_sum, blocks, sv_sum, sv_count = sums[:7]
+        fro = torch.tensor(sums[7:], dtype=torch.float64).sqrt()
+        reference = self.fro_reference.double().cpu()
+        metrics = {
+            UPDATE_RMS: math.sqrt(matrix_sq / max(1, sum(p.numel() for _, p, _ in self.matrices))),
+            MAX_REL_FRO_CHANGE: float(((fro - reference).abs() / reference).max()) if len(fro) else 0.0,
+            STEP_S: maxima[2],
+            STATE_GB_MAX_RANK: maxima[1] / 1e9,
+        }
+        if self.others:
+            metrics[UPDATE_RMS_ADAMW] = math.sqrt(other_sq / sum(p.numel() for _, p in self.others))
+        if sv_count:
+            metrics[MAX_REL_SV_CHANGE], metrics[MEAN_REL_SV_CHANGE] = maxima[0], sv_sum / sv_count
+        if blocks:
+            metrics[PION_STEP_SIZE], metrics[PION_GENERATOR_NORM] = size_sum / blocks, norm_sum / blocks
+        self._metrics = metrics
+
+    def _save(self, optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        names = [name for name, _, _ in self.matrices]
+        state_dict[STATE_KEY] = {
+            "step": self.step,
+            "fro_reference": self.fro_reference,
+            "sv_reference": None if self.sv_reference is None
+            else {names[i]: values for i, values in self.sv_reference.items()},
+        }
+        return state_dict
+
+    def _load(self, optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        saved = state_dict.pop(STATE_KEY, None)  # a shallow copy: the caller's dict keeps the entry
+        self.fro_reference, self.sv_reference = None, None
+        if saved is None:
+            warnings.warn("telemetry: the loaded optimizer state has no telemetry reference (saved without "
+                          "telemetry); optim/max_rel_*_change now measure against a new reference, the weights "
+                          "before the next step", stacklevel=2)
+            return state_dict
+        self.step = int(saved["step"])
+        names = {name: i for i, (name, _, _) in enumerate(self.matrices)}
+        owned = {i for i, owner in enumerate(self.owners) if owner == self.exchange.rank}
+        fro, svs = saved["fro_reference"], saved["sv_reference"]
+        if (fro is not None and fro.numel() != sum(self.num_units)) or (
+                svs is not None and {names.get(n) for n in svs} != owned):
+            warnings.warn("telemetry: the saved telemetry reference is for other matrices or another rank "
+                          "layout; optim/max_rel_*_change now measure against a new reference, the weights "
+                          "before the next step", stacklevel=2)
+            return state_dict
+        device = self._device()
+        self.fro_reference = None if fro is None else fro.to(device)
+        self.sv_reference = None if svs is None else {names[n]: v.to(device) for n, v in svs.items()}
+        return state_dict
+
+    # ------------------------------------------------------------------ measurements
+    def _all_params(self) -> list[Tensor]:
+        return [p for _, p, _ in self.matrices] + [p for _, p in self.others]
+
+    def _device(self) -> torch.device:
+        return local_tensor(self._all_params()[0]).device
+
+    def _synchronize(self) -> None:
+        # Step time on an accelerator needs the queued kernels finished (one sync before and one after).
+        device = self._device()
+        if device.type != "cpu":
+            torch.get_device_module(device.type).synchronize(device)
+
+    def _unit_square_norms(self) -> Tensor:
+        """``(units,)`` this rank's partial squared Frobenius norms of every unit of every matrix."""
+        parts = []
+        for (_, p, block), units in zip(self.matrices, self.num_units):
+            start, _ = self.exchange.local_rows(p.shape[0])
+            parts.append(unit_square_norms(local_tensor(p).detach(), start, block, units))
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=self._device())
+
+    def _singular_values(self) -> dict[int, Tensor]:
+        """Singular values of the units of every matrix this rank owns (gathered whole by the exchange)."""
+        values: dict[int, Tensor] = {}
+
+        def visit(index: int, weight: Tensor) -> None:
+            values[index] = unit_singular_values(weight, self.matrices[index][2])
+
+        self.exchange.visit_owned([p for _, p, _ in self.matrices], self.owners, visit)
+        return values
+
+    def _local_state_bytes(self) -> int:
+        return sum(local_tensor(t).numel() * t.element_size()
+                   for state in self.optimizer.state.values() for t in state.values() if isinstance(t, Tensor))
