@@ -149,14 +149,14 @@ def test_dry_run_prints_what_main_ppo_would_run(runs):
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_optim_section_builds_through_verl(runs, optimizer):
-    """verl's dataclass conversion and build_optimizer accept every recipe option, and they reach the groups."""
+    """verl's dataclass conversion and build_optimizer accept every recipe option, and they reach the groups;
+    the optimizer telemetry is on, with singular values every 10 steps."""
     from omegaconf import OmegaConf
     from transformers import Qwen3Config, Qwen3ForCausalLM
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.config import FSDPOptimizerConfig
-    from verl.workers.config.optimizer import build_optimizer
 
-    from pion_rl.verl_plugin.optimizer_config import with_head_dim
+    from pion_rl.verl_plugin.optimizer_config import build_optimizer_with_telemetry
 
     section = _get(_composed(runs["qwen3_1.7b", optimizer]), "actor_rollout_ref.actor.optim")
     config = omega_conf_to_dataclass(OmegaConf.create(section))
@@ -164,7 +164,9 @@ def test_optim_section_builds_through_verl(runs, optimizer):
     hf_config = Qwen3Config(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
                             num_attention_heads=4, num_key_value_heads=2, head_dim=32)
     model = Qwen3ForCausalLM(hf_config)
-    groups = build_optimizer(model.named_parameters(), with_head_dim(config, hf_config)).param_groups
+    built, telemetry = build_optimizer_with_telemetry(model, config, hf_config)
+    assert telemetry is not None and telemetry.spectrum_every == 10
+    groups = built.param_groups
     by_algorithm = {(g.get("algorithm"), g.get("row_block")): g for g in groups}
     assert all(g["lr"] == 1e-6 for g in groups)
     if optimizer == "pion":
@@ -205,6 +207,10 @@ def test_both_recipe_models_get_row_blocks_of_128():
         ("actor_rollout_ref.actor.optim.optimizer=pion", "'pion' is not a pion-rl optimizer"),
         ("+actor_rollout_ref.actor.optim.override_optimizer_config.momentm=0.9", "['momentm'] that Pion does not take"),
         ("actor_rollout_ref.actor.strategy=fsdp", "set actor_rollout_ref.actor.strategy=fsdp2"),
+        ("+actor_rollout_ref.actor.optim.override_optimizer_config.telemetry.spectrum_evry=5",
+         "telemetry has unknown key(s) ['spectrum_evry']; valid keys: enable, spectrum_every"),
+        ("actor_rollout_ref.actor.optim.override_optimizer_config.telemetry.spectrum_every=-1",
+         "spectrum_every must be an int >= 0 (0 turns singular values off), got -1"),
     ],
 )
 def test_bad_override_is_a_clear_error_with_nothing_on_stdout(capsys, override, message):

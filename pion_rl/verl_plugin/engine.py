@@ -10,6 +10,11 @@ verl imports the module in each worker through ``actor_rollout_ref.model.externa
 before the actor engine is created.
 
 Only ``optimizer_impl=pion_rl.optim`` changes anything; every other optimizer goes through verl's own method.
+
+Telemetry: with ``override_optimizer_config.telemetry`` (on in the recipes) the engine attaches
+:class:`pion_rl.telemetry.OptimizerTelemetry` to the optimizer and adds its ``optim/*`` numbers to the metrics
+``train_batch`` returns, next to verl's ``grad_norm``; verl's worker and trainer then log them as
+``actor/optim/*`` with every actor metric.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ from __future__ import annotations
 import os
 
 from verl.utils.device import get_device_name, get_vendor
-from verl.workers.config.optimizer import build_optimizer
+from verl.utils.metric import Metric
 from verl.workers.engine import EngineRegistry, FSDPEngineWithLMHead
 
-from .optimizer_config import check_optimizer_config, uses_pion_rl, with_head_dim
+from .optimizer_config import build_optimizer_with_telemetry, check_optimizer_config, uses_pion_rl
 
 
 def _platform() -> tuple[str, str]:
@@ -39,10 +44,30 @@ class NamedParamsFSDPEngine(FSDPEngineWithLMHead):
         # Checked before the model is loaded, so a wrong strategy fails at start-up, not after minutes.
         if not engine_config.forward_only:
             check_optimizer_config(optimizer_config, engine_config.strategy)
+        self.telemetry = None
         super().__init__(model_config, engine_config, optimizer_config, checkpoint_config)
 
     def _build_optimizer(self, module):
         if not uses_pion_rl(self.optimizer_config):
             return super()._build_optimizer(module)
-        config = with_head_dim(self.optimizer_config, self.model_config.hf_config)
-        return build_optimizer(module.named_parameters(), config)
+        optimizer, self.telemetry = build_optimizer_with_telemetry(module, self.optimizer_config,
+                                                                   self.model_config.hf_config)
+        return optimizer
+
+    def train_batch(self, data, loss_function):
+        outputs = super().train_batch(data, loss_function)
+        metrics = self.optimizer_metrics()
+        if metrics and self.is_mp_src_rank_with_outputs():
+            outputs["metrics"].update(metrics)
+        return outputs
+
+    def optimizer_metrics(self) -> dict[str, Metric]:
+        """The telemetry of the optimizer step just taken, as verl metrics (``{}`` without telemetry or step).
+
+        Every rank holds the same numbers, so verl's aggregation over data-parallel ranks keeps them; over
+        several mini-batches of one RL step the ``max_*`` ones keep their max, the others are averaged.
+        """
+        if self.telemetry is None:
+            return {}
+        return {name: Metric("max" if "max" in name else "mean", value)
+                for name, value in self.telemetry.pop_metrics().items()}

@@ -18,6 +18,11 @@ PION_RL_IMPL = "pion_rl.optim"
 PION_RL_OPTIMIZERS = ("Pion", "Muon", "AdamW")
 #: The ones that update whole matrices, so they need FSDP2's DTensor parameters (FSDP1 hands 1-D flat shards).
 MATRIX_OPTIMIZERS = ("Pion", "Muon")
+#: Entry of ``override_optimizer_config`` holding the telemetry settings: read by the plugin, never passed to the
+#: optimizer (verl's ``FSDPOptimizerConfig`` takes no new keys, its ``override_optimizer_config`` is a free dict).
+TELEMETRY_KEY = "telemetry"
+#: Telemetry settings and their defaults (see :class:`pion_rl.telemetry.OptimizerTelemetry`).
+TELEMETRY_DEFAULTS = {"enable": True, "spectrum_every": 10}
 
 
 def uses_pion_rl(optim_config: Any) -> bool:
@@ -44,7 +49,8 @@ def check_optimizer_config(optim_config: Any, strategy: str) -> None:
         )
     options = [o for o in inspect.signature(getattr(importlib.import_module(PION_RL_IMPL), name)).parameters
                if o != "params"]
-    unknown = sorted(set(optim_config.get("override_optimizer_config") or {}) - set(options))
+    telemetry_settings(optim_config)
+    unknown = sorted(set(optim_config.get("override_optimizer_config") or {}) - set(options) - {TELEMETRY_KEY})
     if unknown:
         raise ValueError(
             f"actor_rollout_ref.actor.optim.override_optimizer_config has option(s) {unknown} that {name} does "
@@ -82,3 +88,43 @@ def with_head_dim(optim_config: Any, hf_config: Any) -> Any:
     if optim_config.optimizer != "Pion" or "head_dim" in overrides:
         return optim_config
     return replace(optim_config, override_optimizer_config={**overrides, "head_dim": attention_head_dim(hf_config)})
+
+
+def telemetry_settings(optim_config: Any) -> dict[str, Any] | None:
+    """The telemetry settings under ``override_optimizer_config.telemetry`` with defaults filled in, or None when
+    ``enable`` is false or the entry is absent. Raises ValueError for an unknown key or a bad value."""
+    given = (optim_config.get("override_optimizer_config") or {}).get(TELEMETRY_KEY)
+    if given is None:
+        return None
+    unknown = sorted(set(given) - set(TELEMETRY_DEFAULTS))
+    if unknown:
+        raise ValueError(f"actor_rollout_ref.actor.optim.override_optimizer_config.{TELEMETRY_KEY} has unknown "
+                         f"key(s) {unknown}; valid keys: {', '.join(TELEMETRY_DEFAULTS)}")
+    settings = {**TELEMETRY_DEFAULTS, **given}
+    every = settings["spectrum_every"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"actor_rollout_ref.actor.optim.override_optimizer_config.{TELEMETRY_KEY}.spectrum_every "
+                         f"must be an int >= 0 (0 turns singular values off), got {every!r}")
+    return {k: v for k, v in settings.items() if k != "enable"} if settings["enable"] else None
+
+
+def build_optimizer_with_telemetry(module: Any, optim_config: Any, hf_config: Any):
+    """``(optimizer, telemetry or None)`` for a ``pion_rl.optim`` config, as the engine and the demo build them.
+
+    The optimizer comes from verl's ``build_optimizer(module.named_parameters(), ...)`` with Pion's head_dim
+    read from the model and the telemetry entry taken out; the telemetry
+    (:class:`pion_rl.telemetry.OptimizerTelemetry`) measures q/k/v per head of the same size for every optimizer.
+    """
+    from verl.workers.config.optimizer import build_optimizer
+
+    from pion_rl.telemetry import OptimizerTelemetry
+
+    config = with_head_dim(optim_config, hf_config)
+    settings = telemetry_settings(config)
+    overrides = dict(config.override_optimizer_config or {})
+    overrides.pop(TELEMETRY_KEY, None)
+    optimizer = build_optimizer(module.named_parameters(), replace(config, override_optimizer_config=overrides or None))
+    if settings is None:
+        return optimizer, None
+    head_dim = overrides.get("head_dim") or attention_head_dim(hf_config)
+    return optimizer, OptimizerTelemetry(optimizer, module.named_parameters(), head_dim=head_dim, **settings)
