@@ -9,7 +9,8 @@ A RUN is one of
     transaction-log reader (`wandb leet inspect --json`),
   * an online wandb run path `entity/project/run_id`, read through `wandb.Api`.
 Metric names are verl's: training reward `critic/score/mean`, validation accuracy
-`val-core/<benchmark>/<acc|reward>/mean@<n>` (one panel per benchmark). Runs are aligned by step; the
+`val-core/<benchmark>/<acc|reward>/mean@<n>` (one panel per benchmark), and when logged the optimizer
+telemetry's `actor/optim/max_rel_sv_change` (log axis) and `actor/optim/update_rms`. Runs are aligned by step; the
 table compares them over the steps all of them logged.
 """
 
@@ -27,6 +28,10 @@ import numpy as np
 import pandas as pd
 
 TRAIN_REWARD = "critic/score/mean"
+#: Optimizer telemetry (pion_rl.telemetry) panels, shown when a run has them; verl logs them as `actor/optim/...`.
+TELEMETRY_PANELS = {"max rel. singular-value change": "optim/max_rel_sv_change", "update RMS": "optim/update_rms"}
+#: Panels always drawn on a log axis (Pion's spectral drift sits orders of magnitude below AdamW's and Muon's).
+LOG_SCALE_METRICS = ("optim/max_rel_sv_change",)
 VAL_CORE = re.compile(r"^val-core/(?P<benchmark>[^/]+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
 WANDB_RUN_PATH = re.compile(r"^[\w.-]+/[\w.-]+/(runs/)?[\w-]+$")
 
@@ -137,7 +142,8 @@ def _history(rows: list[dict]) -> pd.DataFrame:
 
 
 def panel_metrics(runs: list[Run], extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """Panel title -> metric key: training reward, one validation metric per benchmark, then `extra` keys.
+    """Panel title -> metric key: training reward, one validation metric per benchmark, the optimizer
+    telemetry's singular-value drift and update RMS when a run logged them, then `extra` keys.
 
     For a benchmark logged with several sample counts, the largest n (verl's core metric) is kept."""
     panels = {"train reward": TRAIN_REWARD}
@@ -150,6 +156,11 @@ def panel_metrics(runs: list[Run], extra: tuple[str, ...] = ()) -> dict[str, str
                 best_n[match["benchmark"]] = (n, key)
     for benchmark, (_, key) in sorted(best_n.items()):
         panels[f"val {benchmark} ({key.split('/', 2)[2]})"] = key
+    logged = sorted({key for run in runs for key in run.history.columns})
+    for title, name in TELEMETRY_PANELS.items():
+        key = next((key for key in logged if key == name or key.endswith("/" + name)), None)
+        if key is not None:
+            panels[title] = key
     panels.update({key: key for key in extra})
     return panels
 
@@ -227,7 +238,8 @@ def plot_curves(runs: list[Run], panels: dict[str, str], out_png: Path, smooth: 
                     markersize=3)
         values = np.concatenate([r.history[key].dropna().to_numpy(float) for r in runs if key in r.history])
         positive = values[values > 0]
-        if len(positive) and values.min() >= 0 and positive.max() > 1e3 * positive.min():
+        spans_decades = len(positive) and values.min() >= 0 and positive.max() > 1e3 * positive.min()
+        if key.endswith(LOG_SCALE_METRICS) or spans_decades:
             ax.set_yscale("log")  # e.g. spectral drift: Pion's ~1e-8 next to AdamW's ~1e-2
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")

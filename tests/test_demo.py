@@ -76,13 +76,12 @@ def test_pion_keeps_the_spectra_of_its_matrices_during_demo_training(tmp_path):
     # ~0.02 - 0.1) theta < 0.1, so 4 steps move a singular value by < 4 * 0.1^4 / 8 = 5e-5 (relative to
     # the block's largest): that is the tolerance. AdamW under the same rollouts must move them far more.
     config = parse_overrides([f"out_dir={tmp_path}", *MICRO, "hidden_size=32", "intermediate_size=64",
-                              "head_dim=16", "steps=4", "eval_every=100", "lr=2e-3"])
+                              "head_dim=16", "steps=4", "eval_every=100", "lr=2e-3", "spectrum_every=1"])
     tokenizer, train_rows = build_tokenizer(merges=True), load_split("train")
     warm_state = warm_start(config, tokenizer, train_rows, log=lambda _: None).state_dict()
     drift = {}
     for name in ("pion", "adamw"):
         log = read_jsonl(run_grpo(config, name, warm_state, tokenizer, train_rows, load_split("heldout")[:4]))
-        assert log[0][SPECTRUM_DRIFT] == 0.0
         drift[name] = max(log[step][SPECTRUM_DRIFT] for step in range(1, 5))
     tolerance = 4 * 0.1**4 / 8
     assert drift["pion"] < tolerance

@@ -58,10 +58,10 @@ def summary_preamble(config: DemoConfig, runs: list[Run], seconds: dict[str, flo
     ]
     for run in runs:
         heldout = run.history[key].dropna()
-        drift = run.history[SPECTRUM_DRIFT].dropna().iloc[-1]
+        drift = run.history[SPECTRUM_DRIFT].dropna() if SPECTRUM_DRIFT in run.history else []
         lines.append(
             f"| {run.name} | {heldout.iloc[0]:.3f} | {heldout.iloc[-1]:.3f} | {heldout.iloc[-1] - heldout.iloc[0]:+.3f} "
-            f"| {drift:.1e} | {seconds[run.name]:.0f} |"
+            f"| {f'{drift.iloc[-1]:.1e}' if len(drift) else '-'} | {seconds[run.name]:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     png, md, _ = compare_runs(
         runs,
         config.out_path,
-        extra_metrics=("actor/kl_loss", SPECTRUM_DRIFT),
+        extra_metrics=("actor/kl_loss",),  # the comparer adds the optimizer telemetry's panels itself
         title="pion-rl CPU demo: GRPO with AdamW vs Muon vs Pion",
         preamble=summary_preamble(config, runs, seconds),
         smooth=5,

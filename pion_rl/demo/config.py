@@ -39,6 +39,8 @@ class DemoConfig:
     kl_loss_coef: float = 0.001
     grad_clip: float = 1.0
     weight_decay: float = 0.01
+    # Optimizer telemetry (actor/optim/*, as the GPU recipes log it): singular values every this many steps.
+    spectrum_every: int = 10
     # Held-out evaluation: mean accuracy over `eval_samples` sampled answers per problem (avg@k).
     eval_every: int = 10
     eval_problems: int = 128

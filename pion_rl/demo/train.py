@@ -15,11 +15,12 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from verl.workers.config.optimizer import FSDPOptimizerConfig, build_optimizer
+from verl.workers.config.optimizer import FSDPOptimizerConfig
 
 import pion_rl
-from pion_rl.optim import param_groups
-from pion_rl.verl_plugin.optimizer_config import with_head_dim
+from pion_rl.telemetry import OptimizerTelemetry
+from pion_rl.telemetry.monitor import MAX_REL_SV_CHANGE
+from pion_rl.verl_plugin.optimizer_config import TELEMETRY_KEY, build_optimizer_with_telemetry
 
 from .config import DemoConfig
 from .grpo import actor_config, grpo_advantages, grpo_loss
@@ -29,51 +30,27 @@ from .rollout import response_log_probs, sample_groups
 from .tracking import RunTracker
 
 RECIPE_OPTIMIZER_DIR = Path(pion_rl.__file__).resolve().parent.parent / "configs" / "optimizer"
-SPECTRUM_DRIFT = "spectrum/max_rel_change"
+#: The optimizer telemetry's metrics are logged as verl logs them, an actor metric `m` as `actor/m`.
+ACTOR_PREFIX = "actor/"
+SPECTRUM_DRIFT = ACTOR_PREFIX + MAX_REL_SV_CHANGE
 HELDOUT_ACC = f"val-core/{DATA_SOURCE}/acc/mean@{{n}}"  # verl's validation metric name; n = samples
 
 
-def build_recipe_optimizer(model: PreTrainedModel, name: str, lr: float) -> torch.optim.Optimizer:
+def build_recipe_optimizer(
+    model: PreTrainedModel, name: str, lr: float, spectrum_every: int
+) -> tuple[torch.optim.Optimizer, OptimizerTelemetry]:
     """The optimizer exactly as the GPU recipe builds it: `configs/optimizer/<name>.yaml` (the recipe's
     `optimizer=<name>` group) -> verl's FSDPOptimizerConfig -> the plugin's head_dim -> verl's
-    `build_optimizer(model.named_parameters(), ...)`, so pion_rl.optim routes the parameters by name."""
+    `build_optimizer(model.named_parameters(), ...)`, so pion_rl.optim routes the parameters by name; and the
+    recipe's optimizer telemetry, with singular values every `spectrum_every` steps."""
     path = RECIPE_OPTIMIZER_DIR / f"{name}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the demo from a pion-rl checkout (make demo)")
-    config = FSDPOptimizerConfig(lr=lr, **OmegaConf.to_container(OmegaConf.load(path)))
-    return build_optimizer(model.named_parameters(), with_head_dim(config, model.config))
-
-
-def spectral_units(model: PreTrainedModel, head_dim: int) -> dict[str, int | None]:
-    """The matrices Pion rotates, with the rows per independently rotated block (a head for q/k/v):
-    name -> row_block (None for a whole matrix). Used for every optimizer so the spectra compare."""
-    return {
-        name: group.get("row_block")
-        for group in param_groups(model, optimizer="pion", head_dim=head_dim)
-        if group["algorithm"] == "pion"
-        for name in group["param_names"]
-    }
-
-
-def block_singular_values(weight: torch.Tensor, row_block: int | None) -> torch.Tensor:
-    """(blocks, k) singular values of each row block of a (d_out, d_in) weight, in fp64."""
-    blocks = weight.detach().double()
-    blocks = blocks.reshape(-1, row_block, blocks.shape[1]) if row_block else blocks[None]
-    return torch.linalg.svdvals(blocks)
-
-
-def spectra(model: PreTrainedModel, units: dict[str, int | None]) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    return {name: block_singular_values(params[name], row_block) for name, row_block in units.items()}
-
-
-def spectral_metrics(now: dict[str, torch.Tensor], start: dict[str, torch.Tensor], shown: list[str]) -> dict:
-    """Largest singular value of the `shown` matrices, and the largest relative change of any singular
-    value of any unit since the start (|s_i(t) - s_i(0)| / s_max(0)): ~0 under Pion, O(lr * steps) else."""
-    drift = max(float(((now[n] - start[n]).abs().amax(-1) / start[n].amax(-1)).max()) for n in now)
-    metrics = {f"spectral_norm/{_short(n)}": float(now[n].amax()) for n in shown}
-    metrics[SPECTRUM_DRIFT] = drift
-    return metrics
+    recipe = OmegaConf.to_container(OmegaConf.load(path))
+    overrides = recipe.get("override_optimizer_config") or {}
+    telemetry = {**overrides.get(TELEMETRY_KEY, {}), "enable": True, "spectrum_every": spectrum_every}
+    config = FSDPOptimizerConfig(lr=lr, **{**recipe, "override_optimizer_config": {**overrides, TELEMETRY_KEY: telemetry}})
+    return build_optimizer_with_telemetry(model, config, model.config)
 
 
 @torch.no_grad()
@@ -114,17 +91,14 @@ def run_grpo(
     policy.load_state_dict(warm_state)
     reference.load_state_dict(warm_state)
     reference.requires_grad_(False).eval()
-    optimizer = build_recipe_optimizer(policy, optimizer_name, config.lr)
+    optimizer, telemetry = build_recipe_optimizer(policy, optimizer_name, config.lr, config.spectrum_every)
     actor = actor_config(config.group_size, config.clip_ratio, config.kl_loss_coef)
-    units = spectral_units(policy, config.head_dim)
-    shown = [next(n for n in units if "q_proj" in n), next(n for n in units if "down_proj" in n)]
-    start_spectra = spectra(policy, units)
 
     out = config.out_path
     tracker = RunTracker(optimizer_name, out / "runs" / f"{optimizer_name}.jsonl", out, vars(config).copy(),
                          config.wandb)
     heldout = heldout_accuracy(policy, tokenizer, heldout_rows, config)
-    tracker.log({**heldout, **spectral_metrics(start_spectra, start_spectra, shown)}, step=0)
+    tracker.log(heldout, step=0)
     bar = tqdm(range(1, config.steps + 1), desc=f"GRPO {optimizer_name:>5}", file=sys.stderr, dynamic_ncols=True)
     for step, rows in zip(bar, prompt_batches(train_rows, config)):
         started = time.perf_counter()
@@ -150,7 +124,7 @@ def run_grpo(
             "train/acc/mean": float(rollout.correct.mean()),
             "response_length/mean": float(rollout.response_mask.sum(-1).float().mean()),
             "actor/grad_norm": float(grad_norm),
-            **spectral_metrics(spectra(policy, units), start_spectra, shown),
+            **{ACTOR_PREFIX + name: value for name, value in telemetry.pop_metrics().items()},
         })
         if step % config.eval_every == 0 or step == config.steps:
             heldout = heldout_accuracy(policy, tokenizer, heldout_rows, config)
@@ -158,11 +132,8 @@ def run_grpo(
         metrics["timing_s/step"] = time.perf_counter() - started
         tracker.log(metrics, step)
         bar.set_postfix(reward=f"{metrics['critic/score/mean']:.2f}", heldout=f"{next(iter(heldout.values())):.3f}",
-                        kl=f"{metrics['actor/kl_loss']:.4f}", sv_drift=f"{metrics[SPECTRUM_DRIFT]:.1e}")
+                        kl=f"{metrics['actor/kl_loss']:.4f}")
     bar.close()
     tracker.finish()
     return Path(tracker.file_logger.filepath)
 
-
-def _short(name: str) -> str:
-    return name.removeprefix("model.").removesuffix(".weight")
