@@ -57,12 +57,15 @@ def _max_generator_norm(optimizer) -> float:
     return float(value)
 
 
-def _run(engine, steps: int, seed0: int = 0, svd_calls: bool = False) -> dict:
-    """``steps`` train_batch calls: per step the metrics and (rank 0) the full weights after it."""
+def _run(engine, steps: int, seed0: int = 0) -> dict:
+    """``steps`` train_batch calls: per step the metrics and (rank 0) the full weights after it, and how many
+    matrices had their singular values computed on this rank."""
     rank0 = dist.get_rank() == 0
     record = {"weights": [_full_weights(engine)], "metrics": [], "train_batch_s": [], "max_generator_norm": [],
               "grads_after_first_step": None}
-    with mock.patch("torch.linalg.svdvals", wraps=torch.linalg.svdvals) as svdvals:
+    from pion_rl.telemetry import spectra
+
+    with mock.patch("pion_rl.telemetry.monitor.unit_singular_values", wraps=spectra.unit_singular_values) as svdvals:
         for step in range(steps):
             out = _step(engine, seed0 + step)
             record["metrics"].append(out["metrics"])

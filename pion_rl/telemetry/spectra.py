@@ -20,10 +20,14 @@ def unit_view(weight: Tensor, row_block: int | None) -> Tensor:
 def unit_singular_values(weight: Tensor, row_block: int | None) -> Tensor:
     """``(B, min(r, c))`` singular values of each unit of ``weight``, descending, in float64.
 
-    float64 because an fp32 SVD's own error (about 1e-6 of the largest singular value, even for a 16 x 96 block)
-    is ten times Pion's real drift over a few steps, and would be all the metric showed.
+    Computed as square roots of the eigenvalues of the smaller Gram matrix (``W W^T`` or ``W^T W``): a GEMM and a
+    symmetric eigensolver cost several times less than an SVD of the 2048 x 6144 MLP matrices. In float64 their
+    error relative to the largest singular value is ~1e-15 / (s_i / s_1), far below Pion's real drift (1e-8 and
+    up), where an fp32 SVD's own error (about 1e-6 of s_1 even for a 16 x 96 block) would be all one saw.
     """
-    return torch.linalg.svdvals(unit_view(weight, row_block).double())
+    units = unit_view(weight, row_block).double()
+    gram = units @ units.mT if units.shape[-2] <= units.shape[-1] else units.mT @ units
+    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(-1)
 
 
 def relative_sv_change(values: Tensor, reference: Tensor) -> Tensor:
