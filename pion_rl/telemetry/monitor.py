@@ -33,6 +33,7 @@ MAX_REL_FRO_CHANGE = "optim/max_rel_fro_change"
 MAX_REL_SV_CHANGE = "optim/max_rel_sv_change"
 MEAN_REL_SV_CHANGE = "optim/mean_rel_sv_change"
 STEP_S = "optim/step_s"
+TELEMETRY_S = "optim/telemetry_s"
 STATE_GB_MAX_RANK = "optim/state_gb_max_rank"
 PION_STEP_SIZE = "optim/pion/step_size"
 PION_GENERATOR_NORM = "optim/pion/generator_norm"
@@ -50,7 +51,8 @@ class OptimizerTelemetry:
       - ``optim/max_rel_sv_change``, ``optim/mean_rel_sv_change`` (every ``spectrum_every`` steps): max and
         mean over all singular values of all units of ``|s_i(t) - s_i(0)| / s_1(0)``.
       - ``optim/step_s``: wall time of ``optimizer.step()`` alone (slowest rank); ``optim/state_gb_max_rank``:
-        optimizer state on the fullest rank, GB (1e9 bytes).
+        optimizer state on the fullest rank, GB (1e9 bytes); ``optim/telemetry_s``: wall time of this
+        telemetry's own work around the step (this rank's, reductions included), so its cost is on record.
       - Pion only: ``optim/pion/step_size`` and ``optim/pion/generator_norm``, means over units of the
         applied step and of the Frobenius norm of the applied generator.
     ``W_0`` is the weights before the first step this object saw; it is saved in ``optimizer.state_dict()``
@@ -96,6 +98,7 @@ class OptimizerTelemetry:
         self.sv_reference: dict[int, Tensor] | None = None  # matrix index -> (B, k), owned matrices only
         self._snapshot: list[Tensor] | None = None
         self._started = 0.0
+        self._own_s = 0.0
         self._metrics: dict[str, float] = {}
         optimizer.register_step_pre_hook(self._before_step)
         optimizer.register_step_post_hook(self._after_step)
@@ -110,6 +113,7 @@ class OptimizerTelemetry:
     # ------------------------------------------------------------------ hooks
     @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs) -> None:
+        started = time.perf_counter()
         if self.fro_reference is None:
             partial = self._unit_square_norms() / self.exchange.row_copies
             self.fro_reference = self.exchange.sum_over_ranks(partial).sqrt()
@@ -118,11 +122,13 @@ class OptimizerTelemetry:
         self._snapshot = [local_tensor(p).detach().clone() for p in self._all_params()]
         self._synchronize()
         self._started = time.perf_counter()
+        self._own_s = self._started - started
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
         self._synchronize()
-        step_s = time.perf_counter() - self._started
+        after_started = time.perf_counter()
+        step_s = after_started - self._started
         self.step += 1
         device = self._device()
         zero = torch.zeros((), dtype=torch.float64, device=device)
@@ -166,6 +172,7 @@ class OptimizerTelemetry:
             metrics[MAX_REL_SV_CHANGE], metrics[MEAN_REL_SV_CHANGE] = maxima[0], sv_sum / sv_count
         if blocks:
             metrics[PION_STEP_SIZE], metrics[PION_GENERATOR_NORM] = size_sum / blocks, norm_sum / blocks
+        metrics[TELEMETRY_S] = self._own_s + time.perf_counter() - after_started
         self._metrics = metrics
 
     def _save(self, optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
