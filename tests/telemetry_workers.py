@@ -145,3 +145,30 @@ def resume_report(model_dir: str, checkpoint_dir: str) -> dict:
         "before": before, "after": after, "resumed": resumed_run, "legacy": legacy_run, "saved_had_entry": had_entry,
         "legacy_warnings": [str(w.message) for w in caught if "telemetry" in str(w.message)],
     }
+
+
+def replicated_report() -> dict:
+    """DDP layout: every rank holds the whole model (plain tensors) and Pion owns each matrix on one rank of the
+    process group; the telemetry over the group must report what a one-process run on a copy reports."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from pion_rl.optim import Pion
+    from pion_rl.telemetry import OptimizerTelemetry
+
+    def run(process_group) -> list[dict]:
+        torch.manual_seed(0)  # the same weights and batches on every rank, as DDP keeps them
+        model = Qwen3ForCausalLM(Qwen3Config(**TINY_QWEN3))
+        optimizer = Pion(model.named_parameters(), lr=LR, update_side="alternate", head_dim=TINY_QWEN3["head_dim"],
+                         process_group=process_group)
+        telemetry = OptimizerTelemetry(optimizer, model.named_parameters(), head_dim=TINY_QWEN3["head_dim"],
+                                       spectrum_every=1, process_group=process_group)
+        metrics = []
+        for _ in range(2):
+            ids = torch.randint(0, TINY_QWEN3["vocab_size"], (2, 12))
+            optimizer.zero_grad()
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            metrics.append({k: v for k, v in telemetry.pop_metrics().items() if not k.endswith("_s")})
+        return metrics
+
+    return {"group": run(dist.group.WORLD), "alone": run(None)}

@@ -143,3 +143,15 @@ def test_a_resumed_run_measures_against_the_original_reference(tmp_path):
     got = report["legacy"]["metrics"][0]
     assert {k: got[k] for k in expected} == pytest.approx(expected, rel=1e-4, abs=2e-7)
     assert got["optim/max_rel_sv_change"] != report["after"]["metrics"][0]["optim/max_rel_sv_change"]
+
+
+def test_replicated_ranks_report_what_one_process_reports():
+    from telemetry_workers import replicated_report
+
+    for report in run_on_ranks(replicated_report, 2):
+        for grouped, alone in zip(report["group"], report["alone"]):
+            # State is split over the two owners; everything else is counted once, not once per replica.
+            state = "optim/state_gb_max_rank"
+            assert alone[state] / 2 < grouped[state] < alone[state]
+            del grouped[state], alone[state]
+            assert grouped == pytest.approx(alone, rel=1e-9, abs=1e-12)
