@@ -125,3 +125,19 @@ def test_jsonl_rows_are_plain_json(two_runs):
     # The format pion_rl.compare relies on is verl's: {"step": int, "data": {...}}, one per line.
     first = json.loads(two_runs[0].read_text().splitlines()[0])
     assert first == {"step": 1, "data": {REWARD: 0.1, "actor/grad_norm": 1.5}}
+
+
+def test_optimizer_telemetry_gets_panels_and_the_sv_drift_a_log_axis(tmp_path, monkeypatch):
+    from unittest import mock
+
+    from matplotlib.axes import Axes
+
+    drift, rms = "actor/optim/max_rel_sv_change", "actor/optim/update_rms"
+    rows = {s: {REWARD: 0.1 * s, rms: 6e-5, **({drift: 2e-2 + 1e-3 * s} if s % 5 == 0 else {})} for s in range(1, 11)}
+    run = load_run(str(write_verl_jsonl(tmp_path / "adamw.jsonl", rows, monkeypatch)))
+    with mock.patch.object(Axes, "set_yscale", autospec=True) as set_yscale:
+        _, md, _ = compare_runs([run], tmp_path / "out")
+    text = md.read_text()
+    assert f"`{drift}`, over steps 5-10." in text and f"`{rms}`, over steps 1-10." in text
+    # The drift spans less than a decade here, so only the telemetry rule puts it on a log axis.
+    assert [call.args[1] for call in set_yscale.call_args_list] == ["log"]
