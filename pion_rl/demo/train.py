@@ -49,7 +49,8 @@ def build_recipe_optimizer(
     recipe = OmegaConf.to_container(OmegaConf.load(path))
     overrides = recipe.get("override_optimizer_config") or {}
     telemetry = {**overrides.get(TELEMETRY_KEY, {}), "enable": True, "spectrum_every": spectrum_every}
-    config = FSDPOptimizerConfig(lr=lr, **{**recipe, "override_optimizer_config": {**overrides, TELEMETRY_KEY: telemetry}})
+    recipe["override_optimizer_config"] = {**overrides, TELEMETRY_KEY: telemetry}
+    config = FSDPOptimizerConfig(lr=lr, **recipe)
     return build_optimizer_with_telemetry(model, config, model.config)
 
 

@@ -38,7 +38,8 @@ _DEVICE, _VENDOR = _platform()
 
 @EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device=_DEVICE, vendor=_VENDOR)
 class NamedParamsFSDPEngine(FSDPEngineWithLMHead):
-    """``FSDPEngineWithLMHead`` whose optimizer gets parameter names when it comes from ``pion_rl.optim``."""
+    """``FSDPEngineWithLMHead`` whose optimizer gets parameter names when it comes from ``pion_rl.optim``, and whose
+    ``train_batch`` metrics carry the optimizer telemetry when the config turns it on."""
 
     def __init__(self, model_config, engine_config, optimizer_config, checkpoint_config):
         # Checked before the model is loaded, so a wrong strategy fails at start-up, not after minutes.
