@@ -214,3 +214,83 @@ def test_bad_override_is_a_clear_error_with_nothing_on_stdout(capsys, override, 
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert message in err
+
+
+def _write_model_config(directory: Path) -> Path:
+    """A local model directory holding only a Qwen3 config (4 heads of 16 rows), as a downloaded model has."""
+    from transformers import Qwen3Config
+
+    Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def worker_checked_runs(tmp_path_factory):
+    """Dry runs with overrides that only the workers' own optimizer / reward construction would reject."""
+    model = str(_write_model_config(tmp_path_factory.mktemp("local model")))
+    jobs = {
+        "variant": ("actor_rollout_ref.actor.optim.override_optimizer_config.variant=bogus",),
+        "lr": ("actor_rollout_ref.actor.optim.lr=-1",),
+        "reward_mode": ("reward.custom_reward_function.reward_kwargs.mode=bogus",),
+        "math_verify": ("reward.custom_reward_function.reward_kwargs.mode=math_verify",),
+        "head_dim": ("+actor_rollout_ref.actor.optim.override_optimizer_config.head_dim=24",),
+        "model_head_dim": (),
+    }
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {key: pool.submit(_run, "run_qwen3_1.7b_pion_deepmath.sh", *args,
+                                    **({"MODEL_PATH": model} if "head_dim" in key else {}))
+                   for key, args in jobs.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        ("variant", "ValueError: Pion: unknown variant 'bogus'"),
+        ("lr", "ValueError: Pion: lr must be >= 0, got -1.0"),
+        ("reward_mode", "ValueError: unknown reward mode 'bogus'"),
+        # The model's q_proj has 64 rows (4 heads of 16): heads of 24 rows do not split it.
+        ("head_dim", "do not split into heads of head_dim=24. head_dim must be the model's attention head size"),
+    ],
+)
+def test_dry_run_rejects_what_the_workers_would_reject_in_one_line(worker_checked_runs, job, message):
+    run = worker_checked_runs[job]
+    assert run.returncode == 1 and run.stdout == "", run.stderr[-3000:]
+    (line,) = [line for line in run.stderr.splitlines() if line.startswith("pion_rl.verl_plugin.compose:")]
+    assert message in line
+    assert "All configuration checks passed" not in run.stderr
+
+
+def test_math_verify_reward_override_as_documented_composes(worker_checked_runs):
+    config = _composed(worker_checked_runs["math_verify"])
+    assert _get(config, "reward.custom_reward_function.reward_kwargs") == {"mode": "math_verify"}
+
+
+def test_dry_run_reads_pion_head_size_from_a_local_model_config(worker_checked_runs, runs):
+    # With the model's config at hand, the per-head check runs silently; without it the dry run says so.
+    assert "not checked against its head size" not in worker_checked_runs["model_head_dim"].stderr
+    assert _composed(worker_checked_runs["model_head_dim"])
+    assert "not checked against its head size" in runs["qwen3_1.7b", "pion"].stderr
+
+
+@pytest.mark.parametrize("role", ["actor", "ref"])
+def test_printed_fsdp_strategy_is_the_one_verls_engine_uses(runs, role):
+    """verl builds each engine from the role's config dataclass, whose engine.strategy it copies from
+    `<role>.strategy`; the printed `<role>.fsdp_config.strategy` must say the same."""
+    from omegaconf import OmegaConf
+    from verl.utils.config import omega_conf_to_dataclass
+
+    for optimizer in OPTIMIZERS:
+        config = _composed(runs["qwen3_1.7b", optimizer])
+        section = _get(config, f"actor_rollout_ref.{role}")
+        fields = dict(section)
+        if role == "ref":  # the renames ActorRolloutRefWorker.init_model applies before converting the ref's config
+            fields["ppo_mini_batch_size"] = _get(config, "actor_rollout_ref.actor.ppo_mini_batch_size")
+            for old, new in (("log_prob_micro_batch_size", "ppo_micro_batch_size"),
+                             ("log_prob_micro_batch_size_per_gpu", "ppo_micro_batch_size_per_gpu"),
+                             ("log_prob_use_dynamic_bsz", "use_dynamic_bsz"),
+                             ("log_prob_max_token_len_per_gpu", "ppo_max_token_len_per_gpu")):
+                fields[new] = fields.pop(old, None)
+        engine = omega_conf_to_dataclass(OmegaConf.create(fields)).engine
+        assert engine.strategy == section["strategy"] == section["fsdp_config"]["strategy"] == "fsdp2"

@@ -307,3 +307,16 @@ def test_reward_through_verl_reward_loop_worker(tmp_path, mode):
     acc_metrics = metrics["deepmath"]["acc"]
     assert acc_metrics[f"mean@{len(infos)}"] == pytest.approx(np.mean(expected))
     assert any(name.startswith("maj@") for name in acc_metrics)
+
+
+def test_check_options_rejects_what_compute_score_rejects_before_any_scoring():
+    from pion_rl.reward import check_options
+
+    check_options(mode="math_verify", verify_timeout_s=2)  # the recipe's options pass
+    for bad, error in (({"mode": "bogus"}, ValueError), ({"verify_timeout_s": -1}, ValueError),
+                       ({"verify_timeout_s": "1"}, ValueError), ({"timeout": 1}, TypeError)):
+        with pytest.raises(error) as checked:
+            check_options(**bad)
+        with pytest.raises(error) as scored:
+            compute_score("deepmath", "\\boxed{1}", "1", **bad)
+        assert str(checked.value) == str(scored.value)

@@ -44,8 +44,9 @@ def compute_score(
       comparisons of ordinary answers take 1 to 100 ms. The first call of a process (per concurrent
       thread) also starts a worker: 1 to 3 s of imports.
 
-    verl passes ``reward.custom_reward_function.reward_kwargs`` as keyword arguments, so
-    ``+reward.custom_reward_function.reward_kwargs.mode=math_verify`` selects the mode. ``extra_info`` and the
+    verl passes ``reward.custom_reward_function.reward_kwargs`` as keyword arguments, so the override
+    ``reward.custom_reward_function.reward_kwargs.mode=math_verify`` selects the mode (no ``+``: the recipe
+    config already sets ``mode``). ``extra_info`` and the
     keyword arguments verl adds for reward models are ignored. The three keys are always present (verl
     stacks ``reward_extra_info`` across samples, key by key); ``pred`` feeds verl's majority-vote metrics.
 
@@ -53,14 +54,7 @@ def compute_score(
     of them (answers longer than ``MAX_ANSWER_CHARS`` count as no answer). Raises only for a configuration
     error: an unknown ``mode`` or keyword argument, or a math-verify worker that cannot start.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown reward mode {mode!r}: use one of {MODES} (reward_kwargs.mode)")
-    unknown_kwargs = set(verl_kwargs) - _VERL_CALL_KWARGS
-    if unknown_kwargs:
-        raise TypeError(
-            f"compute_score got unknown keyword arguments {sorted(unknown_kwargs)}: the reward accepts mode= "
-            f"and verify_timeout_s= (check reward.custom_reward_function.reward_kwargs)"
-        )
+    check_options(mode=mode, verify_timeout_s=verify_timeout_s, **verl_kwargs)
     if data_source not in DATA_SOURCES and data_source not in _warned_sources:
         _warned_sources.add(data_source)
         logger.warning(
@@ -70,6 +64,29 @@ def compute_score(
     pred = last_boxed_answer(solution_str if isinstance(solution_str, str) else str(solution_str))
     correct = pred is not None and _matches(pred, str(ground_truth), mode, verify_timeout_s)
     return {"score": 1.0 if correct else 0.0, "acc": correct, "pred": pred or ""}
+
+
+def check_options(mode: str = "strict", verify_timeout_s: float = 1.0, **verl_kwargs) -> None:
+    """Raise ValueError / TypeError, saying what to change, for options `compute_score` would reject.
+
+    Takes ``reward.custom_reward_function.reward_kwargs`` as keyword arguments, as verl passes them; the
+    recipes' ``DRY_RUN=1`` calls it so a bad option fails before a run is launched, not at its first reward.
+    """
+    if mode not in MODES:
+        raise ValueError(
+            f"unknown reward mode {mode!r}: use one of {MODES} (reward.custom_reward_function.reward_kwargs.mode)"
+        )
+    if isinstance(verify_timeout_s, bool) or not isinstance(verify_timeout_s, (int, float)) or not verify_timeout_s > 0:
+        raise ValueError(
+            f"verify_timeout_s must be a number of seconds > 0, got {verify_timeout_s!r} "
+            f"(reward.custom_reward_function.reward_kwargs.verify_timeout_s)"
+        )
+    unknown_kwargs = set(verl_kwargs) - _VERL_CALL_KWARGS
+    if unknown_kwargs:
+        raise TypeError(
+            f"compute_score got unknown keyword arguments {sorted(unknown_kwargs)}: the reward accepts mode= "
+            f"and verify_timeout_s= (check reward.custom_reward_function.reward_kwargs)"
+        )
 
 
 def _matches(pred: str, ground_truth: str, mode: str, verify_timeout_s: float) -> bool:
