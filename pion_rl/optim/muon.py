@@ -23,8 +23,8 @@ def _ns_dtype(value) -> torch.dtype:
 
 
 class Muon(MatrixOptimizer):
-    """Muon with the spec's settings: momentum 0.95, Nesterov, 5 quintic Newton-Schulz steps (in bf16),
-    step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
+    """Muon with the paper's settings (``pion_rl/optim/ALGORITHM.md``): momentum 0.95, Nesterov, 5 quintic
+    Newton-Schulz steps (in bf16), step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
 
     ``params``, the ``adamw_*`` options, ``head_dim`` and ``process_group`` are as for :class:`pion_rl.optim.Pion`;
     groups use ``algorithm`` ``"muon"`` or ``"adamw"``. ``ns_dtype`` may be a dtype or a name (``"bfloat16"``,

@@ -13,7 +13,7 @@ from .pion_math import PionSettings, pion_step, state_shapes
 
 
 class Pion(MatrixOptimizer):
-    """Pion for 2-D matrices, with an AdamW fallback for everything else (see ``shared/pion-spec.md``).
+    """Pion for 2-D matrices, with an AdamW fallback for everything else (see ``pion_rl/optim/ALGORITHM.md``).
 
     Args:
         params: tensors, param-group dicts (``algorithm`` ``"pion"`` or ``"adamw"``), or ``(name, tensor)``
