@@ -205,6 +205,10 @@ def test_both_recipe_models_get_row_blocks_of_128():
         ("actor_rollout_ref.actor.optim.optimizer=pion", "'pion' is not a pion-rl optimizer"),
         ("+actor_rollout_ref.actor.optim.override_optimizer_config.momentm=0.9", "['momentm'] that Pion does not take"),
         ("actor_rollout_ref.actor.strategy=fsdp", "set actor_rollout_ref.actor.strategy=fsdp2"),
+        # Hydra's two-line message, on one line.
+        ("+reward.custom_reward_function.reward_kwargs.mode=math_verify",
+         "Could not append to config. An item is already at 'reward.custom_reward_function.reward_kwargs.mode'. "
+         "Either remove + prefix"),
     ],
 )
 def test_bad_override_is_a_clear_error_with_nothing_on_stdout(capsys, override, message):
@@ -213,7 +217,8 @@ def test_bad_override_is_a_clear_error_with_nothing_on_stdout(capsys, override, 
     code = compose.main(["--config-dir", str(REPO / "configs"), "--config-name", "qwen3_1.7b_deepmath", override])
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
-    assert message in err
+    (line,) = [line for line in err.splitlines() if line.startswith("pion_rl.verl_plugin.compose:")]
+    assert message in line
 
 
 def _write_model_config(directory: Path) -> Path:
