@@ -5,6 +5,7 @@ defaults and recipe settings the code and configs actually use.
 """
 
 import inspect
+import os
 import re
 from pathlib import Path
 
@@ -22,9 +23,12 @@ TEXT_SUFFIXES = {".md", ".py", ".yaml", ".yml", ".sh", ".toml", ".txt", ""}
 
 
 def _repository_text_files():
-    for path in REPO.rglob("*"):
-        if path.is_file() and not set(path.relative_to(REPO).parts) & SKIPPED_DIRS and path.suffix in TEXT_SUFFIXES:
-            yield path
+    for folder, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]  # never descend into environments or run outputs
+        for name in files:
+            path = Path(folder) / name
+            if path.suffix in TEXT_SUFFIXES:
+                yield path
 
 
 def test_no_repository_file_cites_a_document_outside_the_repository():
