@@ -131,7 +131,7 @@ def test_seeds_give_mean_and_spread_over_runs_from_one_warm_start(tmp_path, caps
     assert len([p for p in (tmp_path / "cache").iterdir()]) == 1  # one warm start for all seeds
 
 
-def test_each_invocation_replaces_the_logs_of_the_optimizers_it_trains(tmp_path):
+def test_each_invocation_replaces_the_logs_of_the_optimizers_it_trains(tmp_path, capsys):
     def offline_runs(optimizer):
         return sorted((tmp_path / "wandb" / optimizer).glob("**/offline-run-*"))
 
@@ -142,6 +142,7 @@ def test_each_invocation_replaces_the_logs_of_the_optimizers_it_trains(tmp_path)
     main([*args, "optimizer=pion"])
     assert len(first) == 1 and len(offline_runs("pion")) == 1 and offline_runs("pion") != first
     assert len(offline_runs("muon")) == 1  # another optimizer's latest run stays
+    assert "(each run of an optimizer replaces its previous logs)" in capsys.readouterr().out  # and it says so
     main([*args, "optimizer=pion", "seeds=2"])
     assert len(offline_runs("pion")) == 2
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["muon.jsonl", "pion-seed0.jsonl",

@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(md.read_text().split("![curves]")[0])
     print(f"done in {time.perf_counter() - started:.0f} s\nreward curves: {png}\nsummary: {md}")
+    print(f"run logs: {config.out_path / 'runs'}, {config.out_path / 'wandb'}/<optimizer> (each run of an optimizer "
+          f"replaces its previous logs)")
 
 
 if __name__ == "__main__":
