@@ -26,7 +26,7 @@ from .grpo import actor_config, grpo_advantages, grpo_loss
 from .policy import build_policy
 from .problems import DATA_SOURCE
 from .rollout import response_log_probs, sample_groups
-from .tracking import RunTracker
+from .tracking import RunTracker, jsonl_path, wandb_dir
 
 RECIPE_OPTIMIZER_DIR = Path(pion_rl.__file__).resolve().parent.parent / "configs" / "optimizer"
 SPECTRUM_DRIFT = "spectrum/max_rel_change"
@@ -107,9 +107,10 @@ def run_grpo(
     tokenizer: PreTrainedTokenizerBase,
     train_rows: list[dict],
     heldout_rows: list[dict],
+    run_name: str | None = None,
 ) -> Path:
     """Train the warm-started policy with GRPO and `optimizer_name` for `config.steps` steps; returns the
-    run's JSONL (step 0 holds the warm start's held-out accuracy)."""
+    run's JSONL, named `run_name` (default: the optimizer's; step 0 holds the warm start's held-out accuracy)."""
     policy, reference = build_policy(config, tokenizer), build_policy(config, tokenizer)
     policy.load_state_dict(warm_state)
     reference.load_state_dict(warm_state)
@@ -121,7 +122,8 @@ def run_grpo(
     start_spectra = spectra(policy, units)
 
     out = config.out_path
-    tracker = RunTracker(optimizer_name, out / "runs" / f"{optimizer_name}.jsonl", out, vars(config).copy(),
+    run_name = run_name or optimizer_name
+    tracker = RunTracker(run_name, jsonl_path(out, run_name), wandb_dir(out, optimizer_name), vars(config).copy(),
                          config.wandb)
     heldout = heldout_accuracy(policy, tokenizer, heldout_rows, config)
     tracker.log({**heldout, **spectral_metrics(start_spectra, start_spectra, shown)}, step=0)

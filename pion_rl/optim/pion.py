@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .matrix_optimizer import MatrixOptimizer
+from .matrix_optimizer import MatrixOptimizer, Number
 from .pion_math import PionSettings, pion_step, state_shapes
 
 
@@ -44,6 +44,13 @@ class Pion(MatrixOptimizer):
     """
 
     algorithm = "pion"
+    numeric_options = {
+        "degree": Number(low=1, integer=True), "rms_scale": Number(low=0.0, low_open=True),
+        "betas": Number(low=0.0, high=1.0, high_open=True, length=2, optional=True),
+        "eps": Number(low=0.0, low_open=True), "row_block": Number(low=1, integer=True, optional=True),
+        "msign_steps": Number(low=1, integer=True), "msign_lambda": Number(low=0.0, low_open=True),
+        "weight_decay": Number(low=0.0),
+    }
 
     def __init__(
         self,
@@ -98,9 +105,8 @@ class Pion(MatrixOptimizer):
         block = group["row_block"] or rows
         return rows // block, block, cols
 
-    def _matrix_state_numel(self, p: Tensor, group: dict[str, Any]) -> int:
-        shapes = state_shapes(PionSettings.from_group(group), *self._blocks(p, group))
-        return sum(torch.Size(s).numel() for s in shapes.values())
+    def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        return state_shapes(PionSettings.from_group(group), *self._blocks(p, group))
 
     def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         settings = PionSettings.from_group(group)

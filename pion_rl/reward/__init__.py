@@ -12,9 +12,7 @@ turns the returned dict into the reward (``score``) plus per-sample metrics (``a
 
 from pion_rl.reward.boxed import MAX_ANSWER_CHARS, last_boxed_answer
 from pion_rl.reward.normalize import normalize_answer
-from pion_rl.reward.score import DATA_SOURCES, MODES, check_options, compute_score
+from pion_rl.reward.score import DATA_SOURCES, MODES, check_options, compute_score, missing_ground_truth_count
 
-__all__ = [
-    "DATA_SOURCES", "MAX_ANSWER_CHARS", "MODES", "check_options", "compute_score", "last_boxed_answer",
-    "normalize_answer",
-]
+__all__ = ["DATA_SOURCES", "MAX_ANSWER_CHARS", "MODES", "check_options", "compute_score", "last_boxed_answer",
+           "missing_ground_truth_count", "normalize_answer"]
