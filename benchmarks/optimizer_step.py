@@ -43,8 +43,11 @@ for _variant in ("lie_lie", "transported_ambient_ambient", "msign"):
             OPTIMIZERS[f"pion_{_variant}_{_side}_{_map}"] = (
                 lambda named, v=_variant, s=_side, m=_map: Pion(named, lr=1e-3, variant=v, update_side=s,
                                                                 exp_map=m, head_dim=HEAD_DIM))
-OPTIMIZERS["pion_lie_lie_alternate_taylor_bf16gen"] = lambda named: Pion(
-    named, lr=1e-3, update_side="alternate", head_dim=HEAD_DIM, generator_dtype="bfloat16")
+for _variant, _side, _map in (("lie_lie", "alternate", "taylor"), ("lie_lie", "alternate", "cayley"),
+                              ("lie_lie", "both", "taylor"), ("msign", "alternate", "taylor")):
+    OPTIMIZERS[f"pion_{_variant}_{_side}_{_map}_bf16"] = (
+        lambda named, v=_variant, s=_side, m=_map: Pion(named, lr=1e-3, variant=v, update_side=s, exp_map=m,
+                                                        head_dim=HEAD_DIM, precision="bf16"))
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:

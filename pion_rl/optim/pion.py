@@ -27,9 +27,12 @@ class Pion(MatrixOptimizer):
         second_moment: RMS-normalise the momentum elementwise (``lie_lie``, ``transported_ambient_ambient``).
         row_block: rows per independent block (per-head q/k/v, split fused weights); must divide d_out.
         msign_steps, msign_lambda: Newton-Schulz steps and step multiplier of the ``msign`` variant.
-        generator_dtype: precision of the generator matmuls ``W^T G``, ``G W^T`` (``None``: fp32, the spec's;
-            ``"bfloat16"`` halves their cost on hardware with fast bf16, as Muon's Newton-Schulz does). They
-            only steer the momentum; the rotation applied to W is always computed in fp32 and stays orthogonal.
+        precision: how the matrix products are rounded (:mod:`pion_rl.optim.precision`). ``"fp32"``: all in
+            the compute dtype (fp32; fp64 for fp64 params), the spec-exact reference. ``"bf16"``: the tensor-core
+            path: generators from bf16 inputs, rounded to bf16 (still exactly skew, so every map stays a
+            rotation); the first rotation term ``W A`` from a hi/lo bf16 split of W with fp32 accumulation;
+            higher terms and msign's Newton-Schulz in bf16. Only A's rounding remains (about 2^-9 relative,
+            which steers the step but does not bend the spectrum).
         weight_decay: decoupled decay of Pion matrices. 0 by default: decay shrinks singular values, which
             is exactly what Pion is built not to do.
         adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's options.
@@ -39,7 +42,8 @@ class Pion(MatrixOptimizer):
             nothing: their mesh is used.
 
     State per matrix (top-level tensors of ``optimizer.state[p]``): ``step`` and, for ``lie_lie``, ``m_in``
-    ``(d_in, d_in)`` and ``m_out`` ``(d_out, d_out)`` (with a leading block dim under ``row_block``), plus
+    ``(d_in, d_in)`` and ``m_out`` ``(d_out, d_out)`` (with a leading block dim under ``row_block``; they hold
+    the EMAs of ``W^T G`` and ``G W^T``, whose skew parts are the spec's momenta), plus
     ``v_in``/``v_out`` with ``second_moment``; for the other variants ``m`` (and ``v``) shaped like ``W``.
     """
 
@@ -62,7 +66,7 @@ class Pion(MatrixOptimizer):
         row_block: int | None = None,
         msign_steps: int = 5,
         msign_lambda: float = 1.0,
-        generator_dtype: str | None = None,
+        precision: str = "fp32",
         weight_decay: float = 0.0,
         adamw_betas: tuple[float, float] = (0.9, 0.999),
         adamw_eps: float = 1e-8,
@@ -73,7 +77,7 @@ class Pion(MatrixOptimizer):
         defaults = dict(
             lr=lr, variant=variant, update_side=update_side, exp_map=exp_map, degree=degree, scaling=scaling,
             rms_scale=rms_scale, betas=betas, second_moment=second_moment, eps=eps, row_block=row_block,
-            msign_steps=msign_steps, msign_lambda=msign_lambda, generator_dtype=generator_dtype,
+            msign_steps=msign_steps, msign_lambda=msign_lambda, precision=precision,
             weight_decay=weight_decay,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
         )
@@ -102,7 +106,8 @@ class Pion(MatrixOptimizer):
         shapes = state_shapes(PionSettings.from_group(group), *self._blocks(p, group))
         return sum(torch.Size(s).numel() for s in shapes.values())
 
-    def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
+    def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """Returns the step's per-block statistics (see :func:`pion_rl.optim.pion_math.pion_step`), as tensors."""
         settings = PionSettings.from_group(group)
         blocks, rows, cols = self._blocks(p, group)
         state = self.state[p]
@@ -114,5 +119,5 @@ class Pion(MatrixOptimizer):
         if group["weight_decay"]:
             weight.mul_(1.0 - settings.lr * group["weight_decay"])
         buffers = {k: v for k, v in state.items() if k != "step"}
-        pion_step(weight.view(blocks, rows, cols), grad.view(blocks, rows, cols), buffers,
+        return pion_step(weight.view(blocks, rows, cols), grad.view(blocks, rows, cols), buffers,
                   int(state["step"].item()), settings)
