@@ -15,7 +15,7 @@ from torch import Tensor
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
 from .lie import left_generator, left_product, right_generator, right_product, rms_step_size, skew
 from .newton_schulz import NS_COEFFICIENTS, msign
-from .precision import PRECISIONS, generator_dtype, times_generator
+from .precision import PRECISIONS, as_multiplier, generator_dtype, times_generator
 
 VARIANTS = ("lie_lie", "transported_ambient_ambient", "msign")
 UPDATE_SIDES = ("both", "alternate", "left", "right")
@@ -179,6 +179,7 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
             a_in = _msign_generator(0.5 * right_generator(w, m, s.precision, low), s, compute) if right else None
             a_out = _msign_generator(0.5 * left_generator(w, m, s.precision, low), s, compute) if left else None
 
+    a_in, a_out = (None if a is None else as_multiplier(a, compute) for a in (a_in, a_out))
     wa = times_generator(w, a_in) if a_in is not None else None
     aw = -times_generator(w.mT, a_out).mT if a_out is not None else None  # A W = -(W^T A)^T for skew A
     if s.variant == "msign":

@@ -50,6 +50,12 @@ def steering_product(a: Tensor, b: Tensor, precision: str) -> Tensor:
     return _bf16_product_fp32(a, b) if a.is_cuda else a @ b
 
 
+def as_multiplier(a: Tensor, compute_dtype: torch.dtype) -> Tensor:
+    """A rounded generator in the form this device multiplies it by: bf16 for CUDA's tensor cores; elsewhere,
+    whose precise products are fp32 GEMMs, its (exact) copy in the compute dtype, made once per step."""
+    return a if a.is_cuda and _HAS_FP32_OUT else a.to(compute_dtype)
+
+
 def split_bf16(w: Tensor, parts: int = 3) -> list[Tensor]:
     """``parts`` bf16 matrices whose sum is ``w``: each carries the rounding residual of the ones before, so
     three carry an fp32 ``w`` to about 2^-27 relative, below fp32's own rounding (two: about 2^-17)."""
