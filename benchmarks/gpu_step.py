@@ -28,7 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare copy of the repository
 from pion_rl.optim import Muon, Pion, param_groups  # noqa: E402
+from pion_rl.optim.lie import skew  # noqa: E402
 from pion_rl.optim.pion_math import PionSettings, pion_step, state_shapes  # noqa: E402
+from pion_rl.optim.precision import steering_product, times_generator  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,22 @@ def step_stats(m: ModelShape, device) -> dict:
     return out
 
 
+def kernel_check(device) -> dict:
+    """The bf16 path's products on ``device`` against float64 products of the same rounded inputs (transposed
+    operands included, as the left side uses them): relative Frobenius errors, fp32-accumulation sized (~1e-7)
+    where the output is fp32, bf16 sized (~4e-3) where it is bf16 (CPU generator products)."""
+    gen = torch.Generator(device=device).manual_seed(3)
+    w = torch.randn(4, 128, 512, generator=gen, device=device)
+    a = skew(torch.randn(4, 512, 512, generator=gen, device=device), torch.bfloat16)
+    rel = lambda got, want: ((got.double() - want).norm() / want.norm()).item()  # noqa: E731
+    wb = w.to(torch.bfloat16).double()
+    return {
+        "times_generator": rel(times_generator(w, a), w.double() @ a.double()),
+        "times_generator_transposed": rel(times_generator(w.mT, a[:, :128, :128]), w.mT.double() @ a[:, :128, :128].double()),
+        "steering_product_transposed": rel(steering_product(w.mT, w, "bf16"), wb.mT @ wb),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -248,6 +266,9 @@ def main(argv=None) -> dict:
           f"params ({'tiny' if args.tiny else 'Qwen3-1.7B'}), fp32 master weights, {args.steps} timed steps after "
           f"{args.warmup}", flush=True)
     report = {"device": described, "torch": torch.__version__, "tiny": args.tiny, "speed": {}, "skipped": {}}
+    report["kernels"] = kernel_check(device)
+    print("bf16-path products, relative error against float64 of the same rounded inputs: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in report["kernels"].items()), flush=True)
 
     if not args.skip_speed:
         table = optimizers(device.type == "cuda")

@@ -39,6 +39,10 @@ def test_tiny_run_from_a_bare_copy(tmp_path):
     assert speed["muon_bf16ns"]["state_gb"] == 4 * (muon + adamw) / 1e9
     assert "muon_dion" not in speed
 
+    kernels = report["kernels"]  # fp32-accurate products of the rounded inputs; bf16 output on CPU
+    assert kernels["times_generator"] < 1e-6 and kernels["times_generator_transposed"] < 1e-6
+    assert kernels["steering_product_transposed"] < 2.0**-8
+
     fidelity = report["fidelity"]
     assert 0.05 < fidelity["fp32"]["moved"] < 0.3  # the protocol moves the weights by 10-20%
     for matrix in ("q_proj", "gate_proj", "down_proj"):
