@@ -30,9 +30,9 @@ class Pion(MatrixOptimizer):
         precision: how the matrix products are rounded (:mod:`pion_rl.optim.precision`). ``"fp32"``: all in
             the compute dtype (fp32; fp64 for fp64 params), the spec-exact reference. ``"bf16"``: the tensor-core
             path: generators from bf16 inputs, rounded to bf16 (still exactly skew, so every map stays a
-            rotation); the first rotation term ``W A`` from a hi/lo bf16 split of W with fp32 accumulation;
-            higher terms and msign's Newton-Schulz in bf16. Only A's rounding remains (about 2^-9 relative,
-            which steers the step but does not bend the spectrum).
+            rotation); the rotation's terms ``W A``, ``(W A) A`` precise in W (split into bf16 terms on CUDA)
+            with fp32 accumulation; msign's Newton-Schulz in bf16. Only A's rounding remains (about 2^-9
+            relative, which steers the step but does not bend the spectrum).
         weight_decay: decoupled decay of Pion matrices. 0 by default: decay shrinks singular values, which
             is exactly what Pion is built not to do.
         adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's options.
