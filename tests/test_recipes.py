@@ -170,8 +170,8 @@ def test_optim_section_builds_through_verl(runs, optimizer):
     if optimizer == "pion":
         assert set(by_algorithm) == {("adamw", None), ("pion", 32), ("pion", None)}
         pion = by_algorithm["pion", None]
-        assert (pion["variant"], pion["update_side"], pion["degree"], pion["second_moment"], pion["weight_decay"]) \
-            == ("lie_lie", "alternate", 2, False, 0.0)
+        assert (pion["variant"], pion["update_side"], pion["degree"], pion["second_moment"], pion["weight_decay"],
+                pion["precision"]) == ("lie_lie", "alternate", 2, False, 0.0, "bf16")
         assert tuple(pion["betas"])[0] == 0.9
     elif optimizer == "muon":
         assert set(by_algorithm) == {("adamw", None), ("muon", None)}
