@@ -24,7 +24,8 @@ TEXT_SUFFIXES = {".md", ".py", ".yaml", ".yml", ".sh", ".toml", ".txt", ""}
 
 def _repository_text_files():
     for folder, dirs, files in os.walk(REPO):
-        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]  # never descend into environments or run outputs
+        # Never descend into environments, run outputs or build metadata (egg-info copies an older README).
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
         for name in files:
             path = Path(folder) / name
             if path.suffix in TEXT_SUFFIXES:

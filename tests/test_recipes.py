@@ -253,7 +253,7 @@ def worker_checked_runs(tmp_path_factory):
     ("job", "message"),
     [
         ("variant", "ValueError: Pion: unknown variant 'bogus'"),
-        ("lr", "ValueError: Pion: lr must be >= 0, got -1.0"),
+        ("lr", "ValueError: Pion: lr must be a number >= 0, got -1"),
         ("reward_mode", "ValueError: unknown reward mode 'bogus'"),
         # The model's q_proj has 64 rows (4 heads of 16): heads of 24 rows do not split it.
         ("head_dim", "do not split into heads of head_dim=24. head_dim must be the model's attention head size"),
