@@ -1,0 +1,5 @@
+import sys
+
+from pion_rl.evaluate.cli import main
+
+sys.exit(main())
