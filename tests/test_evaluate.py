@@ -259,3 +259,42 @@ def test_vllm_generate_drives_the_engine_in_order(monkeypatch):
     assert calls["batches"] == [2, 2, 1]
     assert [len(r) for r in out] == [1, 2, 1, 2, 1]
     assert all(f"q{i}<|im_end|>" in texts[0] for i, texts in enumerate(out))
+
+
+# --- examples/grpo_trainer/eval_deepmath.sh ---------------------------------------------------------------------
+
+
+def test_eval_script_finds_the_three_runs_and_the_base_model(tmp_path):
+    """The script as a user runs it, with verl-layout checkpoints of the chain model (HF weights saved in
+    actor/huggingface, as the recipes' save_contents makes them) and the hf backend."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    base = write_chain_model(tmp_path / "base")
+    for optimizer in ("AdamW", "Muon", "Pion"):
+        actor = tmp_path / "ckpt" / f"qwen3_1.7b_deepmath_{optimizer}" / "global_step_3" / "actor"
+        shutil.copytree(base, actor / "huggingface")
+        (actor / "fsdp_config.json").write_text('{"FSDP_version": 2, "world_size": 8}')
+        (actor.parents[1] / "latest_checkpointed_iteration.txt").write_text("3")
+    for benchmark in paper.BENCHMARKS:
+        (tmp_path / "data" / "math_eval").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(_rows(benchmark, ["7", "3"])).to_parquet(tmp_path / "data" / "math_eval" / f"{benchmark}.parquet")
+    script = Path(__file__).resolve().parents[1] / "examples" / "grpo_trainer" / "eval_deepmath.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": str(base), "CKPT_ROOT": str(tmp_path / "ckpt"),
+           "DATA_DIR": str(tmp_path / "data"), "OUT": str(tmp_path / "out")}
+    k = ",".join(f"{b}=2" for b in paper.BENCHMARKS)
+    run = subprocess.run(["bash", str(script), "--backend", "hf", "--k", k, "--max-new-tokens", "12"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["models"]) == ["base", "adamw", "muon", "pion"]
+    assert results["settings"]["model_dirs"]["pion"] == str(
+        tmp_path / "ckpt" / "qwen3_1.7b_deepmath_Pion" / "global_step_3" / "actor" / "huggingface")
+    assert all(results["models"][m][b]["avg"] == 0.5 for m in results["models"] for b in paper.BENCHMARKS)
+
+    shutil.rmtree(tmp_path / "ckpt" / "qwen3_1.7b_deepmath_Muon")
+    run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stderr.startswith("eval_deepmath: no run at ")
+    assert "run_qwen3_1.7b_muon_deepmath.sh" in run.stderr

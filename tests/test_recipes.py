@@ -209,6 +209,20 @@ def test_checkpoint_section_is_verls_and_saves_the_hf_model(runs):
     assert list(config.load_contents) == RECIPE_CHECKPOINT_CONTENTS
 
 
+def test_smoke_recipe_composes_a_tiny_run_that_saves_at_step_2(tmp_path):
+    run = _run("run_smoke.sh", OPTIMIZER="muon", SMOKE_DIR=str(tmp_path))
+    config = _composed(run)
+    expected = {
+        "actor_rollout_ref.model.path": "Qwen/Qwen3-0.6B", "actor_rollout_ref.actor.optim.optimizer": "Muon",
+        "trainer.n_gpus_per_node": 8,  # ENV sets N_GPUS=8; the script's default is 1
+        "data.train_batch_size": 8, "actor_rollout_ref.rollout.n": 4, "trainer.total_training_steps": 2,
+        "trainer.save_freq": 2, "trainer.resume_mode": "auto", "trainer.default_local_dir": f"{tmp_path}/checkpoints",
+        "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
+    }
+    assert {k: _get(config, k) for k in expected} == expected
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_both_recipe_models_get_row_blocks_of_128():
     """Spec: q/k/v row blocks of head_dim 128 for both models (public configs of the two checkpoints)."""
     from transformers import Qwen2Config, Qwen3Config

@@ -14,6 +14,7 @@ import torch
 from pion_rl.compare import Run, compare_runs, load_run
 
 from .config import DemoConfig, parse_overrides
+from .evaluation import evaluate_policies
 from .policy import warm_start
 from .problems import load_split
 from .tokenizer import build_tokenizer
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         preamble=summary_preamble(config, runs, seconds),
         smooth=5,
     )
+    evaluation = evaluate_policies(config, [run.name for run in runs], load_split("heldout")[: config.eval_problems])
+    md.write_text(md.read_text() + "\n## Final policies, evaluated with python -m pion_rl.evaluate --backend hf\n\n"
+                  + evaluation.split("\n", 1)[1])
     print(md.read_text().split("![curves]")[0])
     print(f"done in {time.perf_counter() - started:.0f} s\nreward curves: {png}\nsummary: {md}")
 

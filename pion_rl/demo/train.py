@@ -22,6 +22,7 @@ from pion_rl.optim import param_groups
 from pion_rl.verl_plugin.optimizer_config import with_head_dim
 
 from .config import DemoConfig
+from .evaluation import save_policy
 from .grpo import actor_config, grpo_advantages, grpo_loss
 from .policy import build_policy
 from .problems import DATA_SOURCE
@@ -161,6 +162,7 @@ def run_grpo(
                         kl=f"{metrics['actor/kl_loss']:.4f}", sv_drift=f"{metrics[SPECTRUM_DRIFT]:.1e}")
     bar.close()
     tracker.finish()
+    save_policy(config, optimizer_name, policy, tokenizer)
     return Path(tracker.file_logger.filepath)
 
 

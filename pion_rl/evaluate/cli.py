@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import multiprocessing
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +25,7 @@ from .generation import Progress, Request, Sampling
 from .results import benchmark_result, write_results
 
 BACKENDS = ("vllm", "hf")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 #: Response length when the model is none of the paper's base models (the Qwen3-1.7B recipe's).
 DEFAULT_MAX_NEW_TOKENS = 4096
 
@@ -75,7 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _model_specs(specs: list[str]) -> dict[str, Path]:
+def _model_specs(specs: list[str]) -> dict[str, str]:
+    """NAME -> a local directory, or a Hugging Face Hub id (``org/name``) that transformers / vLLM fetch."""
     models = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -83,9 +85,13 @@ def _model_specs(specs: list[str]) -> dict[str, Path]:
             raise ValueError(f"--model {spec!r}: expected NAME=PATH")
         if name in models:
             raise ValueError(f"--model name {name!r} is given twice")
-        if not Path(path).expanduser().is_dir():
-            raise ValueError(f"--model {name}: {path} is not a directory")
-        models[name] = Path(path).expanduser()
+        local = Path(path).expanduser()
+        if local.is_dir():
+            models[name] = str(local)
+        elif _HUB_ID.fullmatch(path) and not local.exists():
+            models[name] = path
+        else:
+            raise ValueError(f"--model {name}: {path} is not a directory (nor a Hub id such as Qwen/Qwen3-1.7B)")
     return models
 
 
@@ -127,11 +133,14 @@ def _read_rows(files: list[str]) -> dict[str, list[dict]]:
     return dict(rows)
 
 
-def model_config(model_dir: Path) -> dict:
-    return json.loads((model_dir / "config.json").read_text())
+def model_config(model: str) -> dict:
+    """A model directory's or Hub id's config as a dict (``architectures``, ``hidden_size``, ...)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model).to_dict()
 
 
-def evaluate_model(name: str, model_dir: Path, args: argparse.Namespace, sampling: Sampling) -> dict[str, dict]:
+def evaluate_model(name: str, model_dir: str, args: argparse.Namespace, sampling: Sampling) -> dict[str, dict]:
     """Sample, score and summarise one model on every benchmark: {BENCHMARK: benchmark_result(...)}."""
     benchmarks = list(args.rows)
     requests = [Request(row["messages"], args.k[b]) for b in benchmarks for row in args.rows[b]]
@@ -140,9 +149,9 @@ def evaluate_model(name: str, model_dir: Path, args: argparse.Namespace, samplin
     if args.backend == "vllm":
         # One process per model: vLLM frees the GPU only when its process ends.
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            responses = pool.apply(backend.generate, (str(model_dir), requests, sampling, progress))
+            responses = pool.apply(backend.generate, (model_dir, requests, sampling, progress))
     else:
-        responses = backend.generate(str(model_dir), requests, sampling, progress)
+        responses = backend.generate(model_dir, requests, sampling, progress)
     out, position = {}, 0
     for b in benchmarks:
         scores = []
@@ -162,19 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     model_dirs, bases, lengths = {}, {}, {}
     for name, path in args.models.items():
         try:
-            model_dirs[name] = hf_model_dir(path, out / "exported" / name)
-        except FileNotFoundError as error:
+            model_dirs[name] = path if not Path(path).is_dir() else str(hf_model_dir(path, out / "exported" / name))
+            config = model_config(model_dirs[name])
+        except (OSError, ValueError) as error:
             print(f"pion_rl.evaluate: error: --model {name}: {error}", file=sys.stderr)
             return 2
-        base = paper.base_model_of(model_config(model_dirs[name]))
+        base = paper.base_model_of(config)
         bases[name] = base.label if base else None
         lengths[name] = args.max_new_tokens or (base.max_response_length if base else DEFAULT_MAX_NEW_TOKENS)
     settings = {
         "backend": args.backend, "temperature": args.temperature, "top_p": args.top_p,
         "max_new_tokens": lengths, "seed": args.seed, "mode": args.mode,
         "k": {b: args.k[b] for b in args.rows}, "data": [str(Path(f).expanduser()) for f in args.data],
-        "models": {name: str(path) for name, path in args.models.items()},
-        "model_dirs": {name: str(path) for name, path in model_dirs.items()}, "base_models": bases,
+        "models": args.models, "model_dirs": model_dirs, "base_models": bases,
     }
     models = {}
     for name, model_dir in model_dirs.items():

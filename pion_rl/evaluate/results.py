@@ -90,8 +90,13 @@ def render_table(results: dict, n_resamples: int = N_RESAMPLES, confidence: floa
 
 def _settings_line(settings: dict) -> str:
     parts = [f"{key} {settings[key]}" for key in ("backend", "temperature", "top_p", "seed", "mode") if key in settings]
-    if "max_new_tokens" in settings:
-        parts.append(f"max_new_tokens {settings['max_new_tokens']}")
+    lengths = settings.get("max_new_tokens")
+    if isinstance(lengths, dict) and len(set(lengths.values())) == 1:
+        lengths = next(iter(lengths.values()))
+    if isinstance(lengths, dict):
+        lengths = ", ".join(f"{name} {n}" for name, n in lengths.items())
+    if lengths is not None:
+        parts.append(f"max_new_tokens {lengths}")
     return "Settings: " + ", ".join(parts) + ". Every sample's score is in results.json."
 
 
