@@ -2,4 +2,6 @@ import sys
 
 from pion_rl.evaluate.cli import main
 
-sys.exit(main())
+# Guarded: the vllm backend's spawned worker re-imports the main module.
+if __name__ == "__main__":
+    sys.exit(main())
