@@ -298,3 +298,56 @@ def test_eval_script_finds_the_three_runs_and_the_base_model(tmp_path):
     run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and run.stderr.startswith("eval_deepmath: no run at ")
     assert "run_qwen3_1.7b_muon_deepmath.sh" in run.stderr
+
+
+FAKE_VLLM = '''
+from transformers import AutoTokenizer
+
+
+class SamplingParams(dict):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+
+class _Completion:
+    def __init__(self, text):
+        self.text = text
+
+
+class _Output:
+    def __init__(self, n, seed):
+        self.outputs = [_Completion("\\\\boxed{7}" if seed % 2 == 0 else "no box") for _ in range(n)]
+
+
+class LLM:
+    def __init__(self, model, seed, dtype):
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def generate(self, prompts, params, use_tqdm):
+        assert all(p.endswith("<|im_start|>assistant\\n") for p in prompts)
+        return [_Output(sp["n"], sp["seed"]) for sp in params]
+'''
+
+
+def test_vllm_backend_through_the_cli_in_its_own_process(tmp_path):
+    """--backend vllm end to end with a stand-in vllm package (answers by request seed): the CLI starts one
+    process per model, which must import vllm and the backend by name."""
+    import os
+    import subprocess
+
+    (tmp_path / "fake" / "vllm").mkdir(parents=True)
+    (tmp_path / "fake" / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    model = write_chain_model(tmp_path / "model")
+    pd.DataFrame(_rows("amc23", ["7", "7", "7", "9"])).to_parquet(tmp_path / "a.parquet")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), *sys.path])}
+    run = subprocess.run([sys.executable, "-m", "pion_rl.evaluate", "--model", f"m={model}", "--data",
+                          str(tmp_path / "a.parquet"), "--k", "amc23=3", "--seed", "10", "--out", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    arith = json.loads((tmp_path / "out" / "results.json").read_text())["models"]["m"]["amc23"]
+    # seeds 10, 11, 12, 13: even seeds answer 7 (right for rows 0 and 2), odd ones give no box.
+    assert arith["scores"] == [[1.0] * 3, [0.0] * 3, [1.0] * 3, [0.0] * 3]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["backend"] == "vllm"
