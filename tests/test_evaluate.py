@@ -196,6 +196,10 @@ def test_hf_backend_end_to_end(tmp_path, capsys):
     ],
 )
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, args, message):
+    import importlib.util
+
+    if "vllm" in args and importlib.util.find_spec("vllm"):
+        pytest.skip("vLLM is installed here")
     pd.DataFrame(_rows("synthetic_arith", ["1"])).to_parquet(tmp_path / "a.parquet")
     base = {"--model": f"m={tmp_path}", "--data": str(tmp_path / "a.parquet"), "--k": "synthetic_arith=1",
             "--backend": "hf", "--out": str(tmp_path / "out")}
@@ -351,3 +355,13 @@ def test_vllm_backend_through_the_cli_in_its_own_process(tmp_path):
     # seeds 10, 11, 12, 13: even seeds answer 7 (right for rows 0 and 2), odd ones give no box.
     assert arith["scores"] == [[1.0] * 3, [0.0] * 3, [1.0] * 3, [0.0] * 3]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["backend"] == "vllm"
+
+
+def test_a_directory_that_is_no_model_fails_before_anything_is_written(tmp_path, capsys):
+    model = write_chain_model(tmp_path / "model")
+    (tmp_path / "empty").mkdir()
+    pd.DataFrame(_rows("amc23", ["7"])).to_parquet(tmp_path / "a.parquet")
+    code = cli.main(["--model", f"good={model}", "--model", f"bad={tmp_path / 'empty'}", "--data",
+                     str(tmp_path / "a.parquet"), "--backend", "hf", "--out", str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert "--model bad: " in capsys.readouterr().err

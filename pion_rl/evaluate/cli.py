@@ -165,20 +165,21 @@ def evaluate_model(name: str, model_dir: str, args: argparse.Namespace, sampling
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pion_rl.verl_plugin.checkpoint import hf_model_dir
+    from pion_rl.verl_plugin.checkpoint import config_dir, hf_model_dir
 
     out = Path(args.out)
-    model_dirs, bases, lengths = {}, {}, {}
-    for name, path in args.models.items():
+    bases, lengths = {}, {}
+    for name, path in args.models.items():  # every model checked before anything is exported or loaded
         try:
-            model_dirs[name] = path if not Path(path).is_dir() else str(hf_model_dir(path, out / "exported" / name))
-            config = model_config(model_dirs[name])
+            config = model_config(path if not Path(path).is_dir() else str(config_dir(path)))
         except (OSError, ValueError) as error:
             print(f"pion_rl.evaluate: error: --model {name}: {error}", file=sys.stderr)
             return 2
         base = paper.base_model_of(config)
         bases[name] = base.label if base else None
         lengths[name] = args.max_new_tokens or (base.max_response_length if base else DEFAULT_MAX_NEW_TOKENS)
+    model_dirs = {name: path if not Path(path).is_dir() else str(hf_model_dir(path, out / "exported" / name))
+                  for name, path in args.models.items()}
     settings = {
         "backend": args.backend, "temperature": args.temperature, "top_p": args.top_p,
         "max_new_tokens": lengths, "seed": args.seed, "mode": args.mode,

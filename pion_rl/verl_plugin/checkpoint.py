@@ -49,6 +49,23 @@ def latest_step_dir(run_dir: str | Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+def config_dir(path: str | Path) -> Path:
+    """The directory holding the model's ``config.json`` (and tokenizer): ``path`` itself for a Hugging Face
+    directory, a verl checkpoint's ``actor/huggingface``. Reads and writes nothing else; raises
+    FileNotFoundError saying what was expected if ``path`` is neither."""
+    path = Path(path).expanduser()
+    if is_hf_model_dir(path):
+        return path
+    actor = actor_dir(path)
+    if actor is None or not (actor / "huggingface" / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is neither a Hugging Face model directory (config.json and weights) nor a verl checkpoint "
+            f"(a run directory with global_step_<N>/actor/, a global_step_<N> directory or an actor directory, "
+            f"with actor/huggingface/config.json)"
+        )
+    return actor / "huggingface"
+
+
 def hf_model_dir(path: str | Path, export_dir: str | Path) -> Path:
     """A directory transformers and vLLM load for the model at ``path``.
 
@@ -56,20 +73,12 @@ def hf_model_dir(path: str | Path, export_dir: str | Path) -> Path:
     ``huggingface/`` if that holds weights, else the shards merged into ``export_dir`` (bf16, with the
     checkpoint's tokenizer). Raises FileNotFoundError saying what was expected if ``path`` is neither.
     """
-    path = Path(path).expanduser()
-    if is_hf_model_dir(path):
-        return path
-    actor = actor_dir(path)
-    if actor is None:
-        raise FileNotFoundError(
-            f"{path} is neither a Hugging Face model directory (config.json and weights) nor a verl checkpoint "
-            f"(a run directory with global_step_<N>/actor/, a global_step_<N> directory or an actor directory)"
-        )
-    if is_hf_model_dir(actor / "huggingface"):
-        return actor / "huggingface"
+    found = config_dir(path)
+    if is_hf_model_dir(found):
+        return found
     export_dir = Path(export_dir)
     if not is_hf_model_dir(export_dir):
-        merge_to_hf(actor, export_dir)
+        merge_to_hf(found.parent, export_dir)
     return export_dir
 
 
