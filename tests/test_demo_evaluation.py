@@ -82,6 +82,8 @@ def test_summary_carries_the_evaluation_table(demo):
         arith = results["models"][name]["synthetic_arith"]
         assert (arith["k"], arith["n_problems"]) == (2, 6)
     assert results["settings"]["backend"] == "hf"
+    # The response length the policies were trained with, read from their generation_config.json.
+    assert results["settings"]["max_new_tokens"] == {name: 8 for name in OPTIMIZERS}
     table_rows = [line for line in (out / "eval" / "table.md").read_text().splitlines() if line.startswith("| ")]
     summary = (out / "summary.md").read_text()
     assert table_rows and all(row in summary for row in table_rows)

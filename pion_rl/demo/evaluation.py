@@ -26,8 +26,10 @@ def model_dir(config: DemoConfig, optimizer: str) -> Path:
 
 
 def save_policy(config: DemoConfig, optimizer: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Path:
-    """Write the policy and its tokenizer where `evaluate_policies` (and any HF loader) finds them."""
+    """Write the policy and its tokenizer where `evaluate_policies` (and any HF loader) finds them. The
+    generation config records the response length it was trained with (``pion_rl.evaluate``'s default)."""
     directory = model_dir(config, optimizer)
+    model.generation_config.max_new_tokens = config.max_new_tokens
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
@@ -46,7 +48,7 @@ def evaluate_policies(config: DemoConfig, optimizers: list[str], heldout_rows: l
     out = config.out_path / "eval"
     argv = [arg for name in optimizers for arg in ("--model", f"{name}={model_dir(config, name)}")]
     argv += ["--data", str(data), "--k", f"{DATA_SOURCE}={config.eval_samples}", "--backend", "hf",
-             "--max-new-tokens", str(config.max_new_tokens), "--seed", str(config.seed), "--out", str(out)]
+             "--seed", str(config.seed), "--out", str(out)]
     if cli.main(argv) != 0:
         raise RuntimeError(f"python -m pion_rl.evaluate {' '.join(argv)} failed (see above)")
     return (out / TABLE_FILE).read_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import multiprocessing
 import re
 import sys
@@ -26,7 +27,8 @@ from .results import benchmark_result, write_results
 
 BACKENDS = ("vllm", "hf")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-#: Response length when the model is none of the paper's base models (the Qwen3-1.7B recipe's).
+#: Response length when the model is none of the paper's base models and its generation_config.json sets none
+#: (the Qwen3-1.7B recipe's).
 DEFAULT_MAX_NEW_TOKENS = 4096
 
 
@@ -49,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=paper.TEMPERATURE)
     parser.add_argument("--top-p", type=float, default=paper.TOP_P)
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="response length (default: the paper recipe's for the model's base, 4096 otherwise)")
+                        help="response length (default: the paper recipe's for the model's base, else the model's "
+                             "generation_config.json max_new_tokens, else 4096)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=MODES, default="strict", help="pion_rl.reward's matching mode")
     parser.add_argument("--out", required=True, metavar="DIR")
@@ -140,6 +143,13 @@ def model_config(model: str) -> dict:
     return AutoConfig.from_pretrained(model).to_dict()
 
 
+def _generation_max_new_tokens(model: str) -> int | None:
+    """``max_new_tokens`` of a local model directory's generation_config.json (the length it was trained to
+    answer in, e.g. the CPU demo's policies), or None."""
+    path = Path(model) / "generation_config.json"
+    return json.loads(path.read_text()).get("max_new_tokens") if path.is_file() else None
+
+
 def evaluate_model(name: str, model_dir: str, args: argparse.Namespace, sampling: Sampling) -> dict[str, dict]:
     """Sample, score and summarise one model on every benchmark: {BENCHMARK: benchmark_result(...)}."""
     benchmarks = list(args.rows)
@@ -171,13 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     bases, lengths = {}, {}
     for name, path in args.models.items():  # every model checked before anything is exported or loaded
         try:
-            config = model_config(path if not Path(path).is_dir() else str(config_dir(path)))
+            found = path if not Path(path).is_dir() else str(config_dir(path))
+            config = model_config(found)
         except (OSError, ValueError) as error:
             print(f"pion_rl.evaluate: error: --model {name}: {error}", file=sys.stderr)
             return 2
         base = paper.base_model_of(config)
         bases[name] = base.label if base else None
-        lengths[name] = args.max_new_tokens or (base.max_response_length if base else DEFAULT_MAX_NEW_TOKENS)
+        lengths[name] = (args.max_new_tokens or (base.max_response_length if base else None)
+                         or _generation_max_new_tokens(found) or DEFAULT_MAX_NEW_TOKENS)
     model_dirs = {name: path if not Path(path).is_dir() else str(hf_model_dir(path, out / "exported" / name))
                   for name, path in args.models.items()}
     settings = {
