@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         smooth=5,
     )
     evaluation = evaluate_policies(config, [run.name for run in runs], load_split("heldout")[: config.eval_problems])
-    md.write_text(md.read_text() + "\n## Final policies, evaluated with python -m pion_rl.evaluate --backend hf\n\n"
-                  + evaluation.split("\n", 1)[1])
+    body = evaluation.split("\n", 1)[1].strip("\n").replace("\n## ", "\n### ")  # under this section's heading
+    md.write_text(f"{md.read_text()}\n## Final policies, evaluated with python -m pion_rl.evaluate --backend hf\n\n"
+                  f"{body}\n")
     print(md.read_text().split("![curves]")[0])
     print(f"done in {time.perf_counter() - started:.0f} s\nreward curves: {png}\nsummary: {md}")
 
