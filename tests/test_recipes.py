@@ -56,6 +56,13 @@ SHARED = {
     "reward.custom_reward_function.path": "pkg://pion_rl.reward",
     "reward.custom_reward_function.name": "compute_score",
     "trainer.total_epochs": 1,
+    # Checkpoints: every 50 steps and at the last, the latest 2 kept, resumed by themselves, each with the
+    # policy as a Hugging Face directory.
+    "trainer.save_freq": 50,
+    "trainer.max_actor_ckpt_to_keep": 2,
+    "trainer.resume_mode": "auto",
+    "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
+    "actor_rollout_ref.actor.checkpoint.load_contents": ["model", "optimizer", "extra"],
     "trainer.test_freq": 5,
     "trainer.logger": ["console", "wandb"],
     "trainer.n_gpus_per_node": 8,
@@ -63,6 +70,7 @@ SHARED = {
     "data.train_files": "/nowhere/data/deepmath/train.parquet",
     "data.val_files": [f"/nowhere/data/math_eval/{b}.parquet" for b in BENCHMARKS],
 }
+RECIPE_CHECKPOINT_CONTENTS = ["model", "optimizer", "extra"]
 OPTIMIZER_KEYS = {"optimizer", "weight_decay", "override_optimizer_config"}
 # The run name carries the optimizer (wandb run, checkpoint dir, rollout trace), so the three runs stay apart.
 RUN_NAME_KEYS = {
@@ -86,7 +94,7 @@ def runs():
         futures = {key: pool.submit(_run, *args) for key, args in jobs.items()}
         futures["custom"] = pool.submit(
             _run, "run_qwen3_1.7b_muon_deepmath.sh", "trainer.logger=[console,wandb,file]", "trainer.total_epochs=2",
-            MODEL_PATH="/models/my qwen3",
+            "trainer.save_freq=10", "trainer.resume_mode=disable", MODEL_PATH="/models/my qwen3",
         )
         futures["main_ppo"] = pool.submit(_run, "run_distilled_muon_deepmath.sh", "--cfg", "job", "--resolve",
                                           dry_run=False)
@@ -139,6 +147,7 @@ def test_env_vars_and_extra_arguments_reach_the_config(runs):
     assert _get(config, "actor_rollout_ref.model.path") == "/models/my qwen3"
     assert _get(config, "trainer.logger") == ["console", "wandb", "file"]
     assert _get(config, "trainer.total_epochs") == 2
+    assert (_get(config, "trainer.save_freq"), _get(config, "trainer.resume_mode")) == (10, "disable")
     assert _get(config, "actor_rollout_ref.actor.optim.optimizer") == "Muon"
 
 
@@ -184,6 +193,34 @@ def test_optim_section_builds_through_verl(runs, optimizer):
         adamw = by_algorithm["adamw", None]
         assert adamw["adamw_weight_decay"] == 0.01 and tuple(adamw["adamw_betas"]) == (0.9, 0.999)
         assert "model.embed_tokens.weight" in adamw["param_names"] and "lm_head.weight" in adamw["param_names"]
+
+
+def test_checkpoint_section_is_verls_and_saves_the_hf_model(runs):
+    """The actor's checkpoint section converts to verl's CheckpointConfig (what its checkpoint manager reads;
+    tests/test_verl_plugin_on_cpu.py saves and exports through that manager with these contents)."""
+    from omegaconf import OmegaConf
+    from verl.trainer.config import CheckpointConfig
+    from verl.utils.config import omega_conf_to_dataclass
+
+    section = _get(_composed(runs["qwen3_1.7b", "pion"]), "actor_rollout_ref.actor.checkpoint")
+    config = omega_conf_to_dataclass(OmegaConf.create(section))
+    assert isinstance(config, CheckpointConfig)
+    assert list(config.save_contents) == RECIPE_CHECKPOINT_CONTENTS + ["hf_model"]
+    assert list(config.load_contents) == RECIPE_CHECKPOINT_CONTENTS
+
+
+def test_smoke_recipe_composes_a_tiny_run_that_saves_at_step_2(tmp_path):
+    run = _run("run_smoke.sh", OPTIMIZER="muon", SMOKE_DIR=str(tmp_path))
+    config = _composed(run)
+    expected = {
+        "actor_rollout_ref.model.path": "Qwen/Qwen3-0.6B", "actor_rollout_ref.actor.optim.optimizer": "Muon",
+        "trainer.n_gpus_per_node": 8,  # ENV sets N_GPUS=8; the script's default is 1
+        "data.train_batch_size": 8, "actor_rollout_ref.rollout.n": 4, "trainer.total_training_steps": 2,
+        "trainer.save_freq": 2, "trainer.resume_mode": "auto", "trainer.default_local_dir": f"{tmp_path}/checkpoints",
+        "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
+    }
+    assert {k: _get(config, k) for k in expected} == expected
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_both_recipe_models_get_row_blocks_of_128():

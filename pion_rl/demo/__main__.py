@@ -16,6 +16,7 @@ import torch
 from pion_rl.compare import Run, compare_runs, load_run
 
 from .config import DemoConfig, parse_overrides
+from .evaluation import evaluate_policies
 from .policy import warm_start
 from .problems import load_split
 from .seeds import mean_runs, run_name, seed_list, spread_table
@@ -26,7 +27,8 @@ from .train import HELDOUT_ACC, SPECTRUM_DRIFT, run_grpo
 
 def run_demo(config: DemoConfig) -> tuple[list[Run], dict[str, float]]:
     """Warm start, then `config.seeds` GRPO runs per optimizer (replacing that optimizer's earlier logs);
-    returns the runs and their wall times (s), by run name (see `pion_rl.demo.seeds.run_name`)."""
+    returns the runs and their wall times (s), by run name (see `pion_rl.demo.seeds.run_name`). The first
+    seed's final policy is the one saved and evaluated."""
     torch.set_num_threads(config.threads)
     tokenizer = build_tokenizer(merges=True)
     train_rows = load_split("train")
@@ -39,7 +41,7 @@ def run_demo(config: DemoConfig) -> tuple[list[Run], dict[str, float]]:
             name = run_name(config, optimizer, seed)
             started = time.perf_counter()
             path = run_grpo(dataclasses.replace(config, seed=seed), optimizer, warm_state, tokenizer, train_rows,
-                            heldout_rows, run_name=name)
+                            heldout_rows, run_name=name, save=seed == config.seed)
             run = load_run(str(path))
             run.name = name
             runs.append(run)
@@ -89,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         preamble=summary_preamble(config, runs, seconds) + spread_table(config, seed_runs),
         smooth=5,
     )
+    evaluation = evaluate_policies(config, [run.name for run in runs], load_split("heldout")[: config.eval_problems])
+    body = evaluation.split("\n", 1)[1].strip("\n").replace("\n## ", "\n### ")  # under this section's heading
+    md.write_text(f"{md.read_text()}\n## Final policies, evaluated with python -m pion_rl.evaluate --backend hf\n\n"
+                  f"{body}\n")
     print(md.read_text().split("![curves]")[0])
     print(f"done in {time.perf_counter() - started:.0f} s\nreward curves: {png}\nsummary: {md}")
     print(f"run logs: {config.out_path / 'runs'}, {config.out_path / 'wandb'}/<optimizer> (each run of an optimizer "

@@ -22,6 +22,7 @@ from pion_rl.optim import param_groups
 from pion_rl.verl_plugin.optimizer_config import with_head_dim
 
 from .config import DemoConfig
+from .evaluation import save_policy
 from .grpo import actor_config, grpo_advantages, grpo_loss
 from .policy import build_policy
 from .problems import DATA_SOURCE
@@ -108,9 +109,11 @@ def run_grpo(
     train_rows: list[dict],
     heldout_rows: list[dict],
     run_name: str | None = None,
+    save: bool = True,
 ) -> Path:
     """Train the warm-started policy with GRPO and `optimizer_name` for `config.steps` steps; returns the
-    run's JSONL, named `run_name` (default: the optimizer's; step 0 holds the warm start's held-out accuracy)."""
+    run's JSONL, named `run_name` (default: the optimizer's; step 0 holds the warm start's held-out accuracy).
+    With `save`, the final policy is written to `<out_dir>/models/<optimizer_name>` for the evaluation."""
     policy, reference = build_policy(config, tokenizer), build_policy(config, tokenizer)
     policy.load_state_dict(warm_state)
     reference.load_state_dict(warm_state)
@@ -163,6 +166,8 @@ def run_grpo(
                         kl=f"{metrics['actor/kl_loss']:.4f}", sv_drift=f"{metrics[SPECTRUM_DRIFT]:.1e}")
     bar.close()
     tracker.finish()
+    if save:
+        save_policy(config, optimizer_name, policy, tokenizer)
     return Path(tracker.file_logger.filepath)
 
 
