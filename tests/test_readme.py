@@ -97,7 +97,7 @@ def test_the_marker_is_on_the_commands_that_must_hold():
     # The READMEs' dry-run, demo, compare and optimizer examples are the ones under test.
     marked = "\n".join(body for name in READMES for _, body in marked_blocks((REPO / name).read_text()))
     for needle in ("DRY_RUN=1 bash examples/grpo_trainer/", "reward_kwargs.mode=math_verify", "-m pion_rl.demo",
-                   "-m pion_rl.compare", "Pion(model.named_parameters()"):
+                   "-m pion_rl.compare", "-m pion_rl.evaluate", "Pion(model.named_parameters()"):
         assert needle in marked, needle
 
 
@@ -121,7 +121,7 @@ def test_demo_section_promises_no_figures_that_vary_by_machine():
     # or wall times (the demo's own summary.md has the user's).
     text = (REPO / "README.md").read_text()
     demo = text[:text.index("## GRPO on DeepMath")]
-    assert not re.findall(r"\b0\.\d{2,}\b", demo)  # accuracies such as 0.188
+    assert not re.findall(r"(?<!top-p )\b0\.\d{2,}\b", demo)  # accuracies such as 0.188 (a sampling setting is fine)
     assert not re.findall(r"\d+ min \d+ s", demo)
     assert "1e-7" in demo and "1e-2 to 1e-1" in demo and "seeds=N" in demo
 
