@@ -1,14 +1,17 @@
 """Step time and state size of AdamW, Muon and Pion on the weights of one Qwen3-1.7B decoder layer.
 
 All optimizers run in one process on the same weights and gradients (fp32, CPU), so the ratios are
-measured under the same machine load. Usage:
+measured under the same machine load. With ``--rounds R`` every optimizer is built first and the timed steps
+take turns, round by round, so a shared machine's changing load falls on all of them alike; each round's
+ratio to Muon is then taken within the round. Usage:
 
-    .venv/bin/python benchmarks/optimizer_step.py [--steps 2] [--scale 1.0] [--only pion_lie_lie_alternate_taylor]
+    .venv/bin/python benchmarks/optimizer_step.py [--steps 2] [--rounds 1] [--scale 1.0] [--only NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -43,8 +46,11 @@ for _variant in ("lie_lie", "transported_ambient_ambient", "msign"):
             OPTIMIZERS[f"pion_{_variant}_{_side}_{_map}"] = (
                 lambda named, v=_variant, s=_side, m=_map: Pion(named, lr=1e-3, variant=v, update_side=s,
                                                                 exp_map=m, head_dim=HEAD_DIM))
-OPTIMIZERS["pion_lie_lie_alternate_taylor_bf16gen"] = lambda named: Pion(
-    named, lr=1e-3, update_side="alternate", head_dim=HEAD_DIM, generator_dtype="bfloat16")
+for _variant, _side, _map in (("lie_lie", "alternate", "taylor"), ("lie_lie", "alternate", "cayley"),
+                              ("lie_lie", "both", "taylor"), ("msign", "alternate", "taylor")):
+    OPTIMIZERS[f"pion_{_variant}_{_side}_{_map}_bf16"] = (
+        lambda named, v=_variant, s=_side, m=_map: Pion(named, lr=1e-3, variant=v, update_side=s, exp_map=m,
+                                                        head_dim=HEAD_DIM, precision="bf16"))
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -52,22 +58,27 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
                if isinstance(t, torch.Tensor) and t.ndim > 0)
 
 
-def measure(name: str, shapes: dict, steps: int) -> tuple[float, int]:
+def build(name: str, shapes: dict) -> torch.optim.Optimizer:
     gen = torch.Generator().manual_seed(0)
     named = [(n, torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02)) for n, s in shapes.items()]
     for _, p in named:
         p.grad = torch.randn(p.shape, generator=gen) * 1e-3
     opt = OPTIMIZERS[name](named)
     opt.step()  # allocates state; alternate: this was a right-side step, the timed ones cover both sides
+    return opt
+
+
+def timed(opt: torch.optim.Optimizer, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         opt.step()
-    return (time.perf_counter() - start) / steps, state_bytes(opt)
+    return (time.perf_counter() - start) / steps
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2, help="timed steps per optimizer (even: both sides of alternate)")
+    parser.add_argument("--rounds", type=int, default=1, help="build all, then take turns for this many rounds")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink hidden sizes (quick look)")
     parser.add_argument("--only", nargs="*", default=None, help="optimizer names to run (always with the baselines)")
     args = parser.parse_args(argv)
@@ -77,16 +88,31 @@ def main(argv=None):
           f"{args.steps} timed steps each, fp32 params")
     matrices = param_groups([(n, torch.empty(s, device="meta", requires_grad=True)) for n, s in shapes.items()], "pion")
     print(f"{sum(len(g['params']) for g in matrices if g['algorithm'] == 'pion')} matrices to the matrix optimizer")
-    results = {}
-    for name in names:
-        results[name] = measure(name, shapes, args.steps)
-        print(f"  measured {name}: {results[name][0]:.3f} s", flush=True)
-    adamw, muon = results["adamw_torch"][0], results["muon_bf16ns"][0]
-    muon32 = results["muon_fp32ns"][0]
-    print("\n| optimizer | s/step | x AdamW | x Muon (bf16 NS) | x Muon (fp32 NS) | state MiB |")
-    print("|---|---|---|---|---|---|")
-    for name, (sec, nbytes) in results.items():
-        print(f"| {name} | {sec:.3f} | {sec / adamw:.1f} | {sec / muon:.2f} | {sec / muon32:.2f} | {nbytes / 2**20:.0f} |")
+    if args.rounds == 1:  # one optimizer alive at a time
+        results = {}
+        for name in names:
+            opt = build(name, shapes)
+            results[name] = ([timed(opt, args.steps)], state_bytes(opt))
+            print(f"  measured {name}: {results[name][0][0]:.3f} s", flush=True)
+            del opt
+    else:
+        optimizers = {name: build(name, shapes) for name in names}
+        results = {name: ([], state_bytes(opt)) for name, opt in optimizers.items()}
+        for r in range(args.rounds):
+            for name, opt in optimizers.items():
+                results[name][0].append(timed(opt, args.steps))
+            print(f"  round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f}" for n, (t, _) in results.items()), flush=True)
+    median = {name: statistics.median(times) for name, (times, _) in results.items()}
+    adamw, muon, muon32 = median["adamw_torch"], median["muon_bf16ns"], median["muon_fp32ns"]
+    muon_rounds = results["muon_bf16ns"][0]
+    print("\n| optimizer | s/step (median) | min-max | x AdamW | x Muon (bf16 NS) | per round, min-max | x Muon (fp32 NS) "
+          "| state MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (times, nbytes) in results.items():
+        per_round = [t / m for t, m in zip(times, muon_rounds)]
+        print(f"| {name} | {median[name]:.3f} | {min(times):.2f}-{max(times):.2f} | {median[name] / adamw:.1f} | "
+              f"{median[name] / muon:.2f} | {min(per_round):.2f}-{max(per_round):.2f} | {median[name] / muon32:.2f} | "
+              f"{nbytes / 2**20:.0f} |")
 
 
 if __name__ == "__main__":

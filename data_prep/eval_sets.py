@@ -18,6 +18,9 @@ olympiadbench   math-ai/olympiadbench      test   question / final_answer
 
 With ``--local-path DIR`` (offline machines), set ``<name>`` is read from ``DIR/<name>.parquet``,
 ``.jsonl``, ``.json`` or a directory ``DIR/<name>/`` of such files, with the hub's columns.
+
+Bad records are reported and skipped; a set with no usable row, missing columns, a missing or unreadable file
+or an unreachable hub end the run with one ``error:`` line (exit status 2) before any set is written.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from verl_rows import READABLE_SUFFIXES, convert, read_local, write_parquet
+from verl_rows import (READABLE_SUFFIXES, DataPrepError, convert, load_hub, one_line_errors,
+                        read_local, write_parquet)
 
 
 @dataclass(frozen=True)
@@ -49,33 +53,39 @@ SOURCES = {
 
 
 def local_copy(directory: Path, name: str) -> Path:
-    """Where set ``name`` lives under ``directory``; FileNotFoundError listing the accepted names if nowhere."""
+    """Where set ``name`` lives under ``directory``; DataPrepError listing the accepted names if nowhere."""
     candidates = [directory / name, *(directory / f"{name}{suffix}" for suffix in READABLE_SUFFIXES)]
     for candidate in candidates:
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"no local copy of {name!r}: expected one of {[str(c) for c in candidates]}")
+    raise DataPrepError(f"no local copy of {name!r}: expected one of {', '.join(str(c) for c in candidates)}")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="~/data/math_eval", help="output directory")
     parser.add_argument("--names", nargs="+", choices=list(SOURCES), default=list(SOURCES))
-    parser.add_argument("--local-path", help="directory holding a local copy of each set")
+    parser.add_argument("--local-path", metavar="DIR",
+                        help="a directory with a local copy of each set (offline machines): DIR/<name>.parquet, "
+                             ".jsonl (one JSON object per line) or .json (a JSON list of objects), or a directory "
+                             "DIR/<name>/ of such files, with the hub's columns (see the table in this file)")
     args = parser.parse_args(argv)
 
-    out = Path(args.out).expanduser()
-    for name in args.names:
+    conversions = {}
+    for name in args.names:  # every set is read and checked before any is written
         source = SOURCES[name]
         if args.local_path:
             records = read_local(local_copy(Path(args.local_path).expanduser(), name))
         else:
-            import datasets
-
-            records = datasets.load_dataset(source.hub_id, split=source.split)
-        conversion = convert(records, name, source.question_key, source.answer_key, split="test")
+            records = load_hub(source.hub_id, source.split)
+        conversions[name] = convert(records, name, source.question_key, source.answer_key, split="test")
+        print(conversions[name].report(name))
+        if not conversions[name].rows:
+            raise DataPrepError(f"{name}: no usable row in {len(records)} record(s); no set was written")
+    out = Path(args.out).expanduser()
+    for name, conversion in conversions.items():
         write_parquet(conversion.rows, out / f"{name}.parquet")
-        print(conversion.report(name))
     print(f"wrote {len(args.names)} sets -> {out}")
     return 0
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,31 +44,41 @@ class CompareError(ValueError):
 
 @dataclass
 class Run:
-    """A run's scalar history: one row per logged step (index `step`), one column per metric (NaN if absent)."""
+    """A run's scalar history: one row per logged step (index `step`), one column per metric (NaN if absent),
+    and what reading it skipped (a cut-off last line, non-finite values), to be told to the user."""
 
     name: str
     history: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- readers
 
 
 def read_file_logger_jsonl(path: Path) -> Run:
-    """A run from verl's FileLogger output (`{"step": int, "data": {metric: value}}` per line)."""
-    rows = []
-    with Path(path).open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                rows.append({"step": int(record["step"]), **record["data"]})
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise CompareError(
-                    f"{path}:{lineno} is not a verl file-logger row ({err!r}); expected "
-                    '{"step": <int>, "data": {<metric>: <value>, ...}}'
-                ) from err
-    return Run(Path(path).stem, _history(rows))
+    """A run from verl's FileLogger output (`{"step": int, "data": {metric: value}}` per line).
+
+    A last line without its newline that does not parse is what a run still writing (or one that crashed)
+    leaves: it is skipped with a warning; a bad complete line is an error."""
+    rows, warnings = [], []
+    lines = Path(path).read_text().split("\n")  # the last item is "" when the file ends with a newline
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            rows.append({"step": int(record["step"]), **record["data"]})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            if lineno == len(lines):
+                warnings.append(f"{path}:{lineno}: skipped the last line, cut off mid-write ({len(line)} characters "
+                                f"without a newline); read the {len(rows)} complete row(s) before it")
+                break
+            raise CompareError(
+                f"{path}:{lineno} is not a verl file-logger row ({err!r}); expected "
+                '{"step": <int>, "data": {<metric>: <value>, ...}}'
+            ) from err
+    history, dropped = _history(rows)
+    return Run(Path(path).stem, history, warnings + dropped)
 
 
 def read_wandb_offline(path: Path) -> Run:
@@ -92,7 +104,8 @@ def read_wandb_offline(path: Path) -> Run:
             history = record["history"]
             step = history.get("step", {}).get("num", history["item"].get("_step", 0))
             rows.append({"step": int(step), **_scalars(history["item"])})
-    return Run(name, _history(rows))
+    history, dropped = _history(rows)
+    return Run(name, history, dropped)
 
 
 def read_wandb_online(run_path: str) -> Run:
@@ -104,7 +117,8 @@ def read_wandb_online(run_path: str) -> Run:
     except Exception as err:  # wandb raises its own CommError / ValueError / auth errors
         raise CompareError(f"cannot fetch wandb run {run_path!r}: {err}") from err
     rows = [{"step": int(row["_step"]), **_scalars(row)} for row in run.scan_history() if "_step" in row]
-    return Run(run.name or run_path, _history(rows))
+    history, dropped = _history(rows)
+    return Run(run.name or run_path, history, dropped)
 
 
 def load_run(spec: str) -> Run:
@@ -130,12 +144,23 @@ def _scalars(item: dict) -> dict:
     }
 
 
-def _history(rows: list[dict]) -> pd.DataFrame:
-    """Rows -> one row per step (several logs of the same step are merged; later values win)."""
+def _history(rows: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """Rows -> one row per step (several logs of the same step are merged; later values win), and a warning
+    counting the NaN and infinite values dropped (both are treated as not logged)."""
+    dropped: Counter[str] = Counter()
+    for row in rows:
+        for key, value in list(row.items()):
+            if key != "step" and isinstance(value, float) and not math.isfinite(value):
+                del row[key]
+                dropped[key] += 1
+    warnings = []
+    if dropped:
+        counts = ", ".join(f"{key} x{n}" for key, n in sorted(dropped.items()))
+        warnings.append(f"dropped {sum(dropped.values())} non-finite value(s) (NaN or Infinity): {counts}")
     if not rows:
-        return pd.DataFrame(index=pd.Index([], name="step", dtype=int))
+        return pd.DataFrame(index=pd.Index([], name="step", dtype=int)), warnings
     frame = pd.DataFrame(rows).groupby("step").last().sort_index()
-    return frame.apply(pd.to_numeric, errors="coerce")
+    return frame.apply(pd.to_numeric, errors="coerce"), warnings
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -287,18 +312,35 @@ def compare_runs(
     return png, md, notes
 
 
+def _window(text: str) -> int:
+    """argparse type of --smooth: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (1 = no smoothing), got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pion_rl.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="JSONL file, offline wandb folder or wandb path")
     parser.add_argument("--out", type=Path, default=Path("outputs/compare"), help="output folder")
-    parser.add_argument("--name", action="append", default=[], help="display name per RUN, in order")
+    parser.add_argument("--name", action="extend", nargs="+", default=[],
+                        help="display names, one per RUN in order, after the runs (--name a b, or --name a --name b)")
     parser.add_argument("--metric", action="append", default=[], help="extra metric key to plot and tabulate")
-    parser.add_argument("--smooth", type=int, default=1, help="rolling-mean window for the plotted curves")
+    parser.add_argument("--smooth", type=_window, default=1,
+                        help="rolling-mean window (steps, >= 1; 1 = raw) for the plotted curves")
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.runs):
-        parser.error(f"got {len(args.name)} --name for {len(args.runs)} runs: give one per run or none")
+        parser.error(f"got {len(args.name)} name(s) ({', '.join(args.name)}) for {len(args.runs)} runs "
+                     f"({', '.join(args.runs)}): give one --name per run, in order, or none")
     try:
         runs = [load_run(spec) for spec in args.runs]
+        for run in runs:
+            for warning in run.warnings:
+                print(f"warning: run {run.name!r}: {warning}", file=sys.stderr)
         for run, name in zip(runs, args.name):
             run.name = name
         if len({run.name for run in runs}) < len(runs):

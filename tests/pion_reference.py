@@ -1,4 +1,4 @@
-"""A deliberately naive Pion written straight from shared/pion-spec.md, to test pion_rl.optim.Pion against.
+"""A deliberately naive Pion, written from the algorithm (pion_rl/optim/ALGORITHM.md), to test pion_rl.optim.Pion.
 
 One matrix (row block) at a time, explicit generators and explicit factor matrices E; no code shared with
 the package.

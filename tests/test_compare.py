@@ -141,3 +141,54 @@ def test_optimizer_telemetry_gets_panels_and_the_sv_drift_a_log_axis(tmp_path, m
     assert f"`{drift}`, over steps 5-10." in text and f"`{rms}`, over steps 1-10." in text
     # The drift spans less than a decade here, so only the telemetry rule puts it on a log axis.
     assert [call.args[1] for call in set_yscale.call_args_list] == ["log"]
+
+
+def test_a_run_still_writing_is_read_up_to_its_cut_off_last_line(two_runs, tmp_path, capsys):
+    live = tmp_path / "live.jsonl"
+    complete = two_runs[0].read_text()
+    live.write_text(complete + '{"step": 7, "data": {"critic/sco')  # what a writer mid-line leaves
+    out = tmp_path / "out"
+    assert main([str(live), str(two_runs[1]), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: run 'live': {live}:7: skipped the last line, cut off mid-write" in err
+    assert "read the 6 complete row(s) before it" in err
+    assert load_run(str(live)).history.index.tolist() == [1, 2, 3, 4, 5, 6]
+    # A bad line that is not the last one is still an error: that file is damaged, not being written.
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text('{"step": 1, "data": {"critic/sco\n' + complete)
+    assert main([str(damaged), "--out", str(out)]) == 2
+    assert "damaged.jsonl:1 is not a verl file-logger row" in capsys.readouterr().err
+
+
+def test_nan_and_infinity_are_both_dropped_and_counted(tmp_path, capsys):
+    path = tmp_path / "odd.jsonl"
+    values = [0.5, float("nan"), float("inf"), 0.25, float("-inf")]
+    path.write_text("".join(json.dumps({"step": s, "data": {REWARD: v, "x": 1.0}}) + "\n"
+                            for s, v in enumerate(values, 1)))
+    assert "Infinity" in path.read_text() and "NaN" in path.read_text()  # JSON as Python and verl write it
+    run = load_run(str(path))
+    assert run.history[REWARD].dropna().to_dict() == {1: 0.5, 4: 0.25}
+    assert run.warnings == [f"dropped 3 non-finite value(s) (NaN or Infinity): {REWARD} x3"]
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 0
+    assert f"warning: run 'odd': dropped 3 non-finite value(s) (NaN or Infinity): {REWARD} x3" in capsys.readouterr().err
+    # The table's numbers are those of the finite points only.
+    assert "| odd | 0.2500 | 0.5000 |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("smooth", ["-3", "0", "two"])
+def test_smooth_must_be_a_positive_window(two_runs, tmp_path, capsys, smooth):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*map(str, two_runs), "--out", str(tmp_path), "--smooth", smooth])
+    assert exit_info.value.code == 2
+    assert f"--smooth: must be an integer >= 1 (1 = no smoothing), got '{smooth}'" in capsys.readouterr().err
+    assert not (tmp_path / "summary.md").exists()
+
+
+def test_names_may_follow_one_flag_and_a_wrong_count_is_told_exactly(two_runs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main([*map(str, two_runs), "--out", str(out), "--name", "pion", "adamw"]) == 0
+    assert "| pion | 0.4000 |" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        main([*map(str, two_runs), str(two_runs[0]), "--name", "a", "b"])
+    err = capsys.readouterr().err
+    assert "got 2 name(s) (a, b) for 3 runs" in err and "give one --name per run, in order, or none" in err

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
@@ -122,10 +127,101 @@ def test_deepmath_bad_records_are_reported_by_index_and_counted(deepmath_copy, t
     assert f"deepmath: {N_GOOD - 3} train rows, 3 test rows" in report
 
 
-def test_deepmath_wrong_columns_fail_with_the_available_ones(tmp_path):
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_deepmath_wrong_columns_fail_with_the_available_ones(tmp_path, capsys):
     pd.DataFrame([{"problem": "1+1?", "answer": "2"}]).to_parquet(tmp_path / "other.parquet")
-    with pytest.raises(KeyError, match=r"no column \['question', 'final_answer', 'difficulty', 'topic'\].*answer"):
-        deepmath.main(["--local-path", str(tmp_path / "other.parquet"), "--out", str(tmp_path / "out")])
+    assert deepmath.main(["--local-path", str(tmp_path / "other.parquet"), "--out", str(tmp_path / "out")]) == 2
+    assert "no column ['question', 'final_answer', 'difficulty', 'topic']; its columns are ['answer', 'problem']" \
+        in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def _jsonl(path: Path, records: list, garbage: dict[int, str] = {}) -> Path:
+    lines = [json.dumps(record) for record in records]
+    for position, line in sorted(garbage.items()):
+        lines.insert(position, line)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_deepmath_bad_jsonl_lines_are_bad_records_with_file_and_line(tmp_path, capsys):
+    records = [r for r in _deepmath_records() if r["topic"] != "bad"]
+    source = _jsonl(tmp_path / "copy.jsonl", records, {8: "garbage{", 20: "[1, 2]"})
+    splits = _run_deepmath(source, tmp_path / "out")
+    report = capsys.readouterr().out
+    assert f"deepmath: bad record 8: {source}:9: not valid JSON (Expecting value at column 1)" in report
+    assert f"deepmath: bad record 20: {source}:21: a JSON list, not an object (one row)" in report
+    assert f"deepmath: {N_GOOD + 2} records, {N_GOOD} rows, 2 bad" in report
+    assert len(splits["train"]) + len(splits["test"]) == N_GOOD  # the run went on past them
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "has no records; nothing was written"),
+    ("garbage\n", "none of the 1 records of .* makes a row .*; nothing was written"),
+])
+def test_deepmath_no_usable_input_is_an_error_and_writes_nothing(tmp_path, capsys, content, message):
+    (tmp_path / "copy.jsonl").write_text(content)
+    assert deepmath.main(["--local-path", str(tmp_path / "copy.jsonl"), "--out", str(tmp_path / "out")]) == 2
+    assert re.search(message, _one_line_error(capsys))
+    assert not (tmp_path / "out").exists()
+
+
+def test_deepmath_too_few_rows_for_a_test_split(tmp_path, capsys):
+    source = _jsonl(tmp_path / "five.jsonl", _deepmath_records()[:5])
+    out = tmp_path / "out"
+    assert deepmath.main(["--local-path", str(source), "--out", str(out)]) == 2
+    assert ("--test-fraction 0.01 of 5 rows holds out no test row; give more rows, a fraction of at least 0.2, "
+            "or --test-fraction 0 for an empty test split") in _one_line_error(capsys)
+    assert not out.exists()
+    # Asked for explicitly, an empty test split is written with the train split's schema, and said so.
+    splits = _run_deepmath(source, out, "--test-fraction", "0")
+    assert "test.parquet is an empty split" in capsys.readouterr().out
+    assert len(splits["test"]) == 0 and list(splits["test"].columns) == list(splits["train"].columns)
+    assert pq.read_schema(out / "test.parquet") == pq.read_schema(out / "train.parquet").remove_metadata()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("copy.csv", "question,final_answer\n", "cannot read {path}: --local-path takes a .parquet, .jsonl"),
+    ("nope.jsonl", None, "{path} does not exist; --local-path takes a .parquet"),
+    ("copy.parquet", "not parquet", "cannot read {path} as parquet: "),
+    ("copy.json", '{"question": "1+1?"}', "{path} must hold a JSON list of records"),
+    ("copy.json", "[{", "cannot read {path} as json: "),
+])
+def test_deepmath_unusable_files_are_one_line_errors(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    assert deepmath.main(["--local-path", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert message.format(path=path) in _one_line_error(capsys)
+
+
+def _script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, str(root / "data_prep" / name), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
+
+
+def test_help_lists_the_local_path_formats():
+    for name in ("deepmath.py", "eval_sets.py"):
+        text = " ".join(_script(name, "--help").stdout.split())
+        assert ".parquet, .jsonl (one JSON object per line) or .json (a JSON list of objects)" in text, text
+
+
+@pytest.mark.parametrize("name", ["deepmath.py", "eval_sets.py"])
+def test_an_unreachable_hub_is_one_line_pointing_at_local_path(tmp_path, name):
+    # Port 9 on this host refuses connections: the hub as seen from an offline machine, whatever CI's network.
+    done = _script(name, "--out", str(tmp_path / "out"), env={"HF_ENDPOINT": "http://127.0.0.1:9",
+                                                               "HF_HUB_OFFLINE": "0"})
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: the Hugging Face hub (http://127.0.0.1:9) is unreachable")
+    assert "--local-path reads a local copy (see --help)" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Retrying" not in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_verl_rlhf_dataset_reads_the_parquet_and_tokenises_the_prompts(deepmath_copy, tmp_path):
@@ -204,9 +300,18 @@ def test_eval_sets_from_local_copies(tmp_path, capsys):
     assert compute_score("olympiadbench", "\\boxed{\\frac{1}{2}, 3}", truths["olympiadbench"][0])["acc"]
 
 
-def test_eval_sets_missing_local_copy_says_where_it_looked(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no local copy of 'minerva'.*minerva.jsonl"):
-        eval_sets.main(["--local-path", str(tmp_path), "--out", str(tmp_path / "out"), "--names", "minerva"])
+def test_eval_sets_missing_local_copy_says_where_it_looked(tmp_path, capsys):
+    assert eval_sets.main(["--local-path", str(tmp_path), "--out", str(tmp_path / "out"), "--names", "minerva"]) == 2
+    assert re.search("no local copy of 'minerva'.*minerva.jsonl", _one_line_error(capsys))
+
+
+def test_eval_sets_a_set_without_rows_is_an_error_and_writes_no_set(tmp_path, capsys):
+    _jsonl(tmp_path / "aime24.jsonl", [{"problem": "1+1?", "answer": "2"}])
+    (tmp_path / "amc23.jsonl").write_text("")
+    out = tmp_path / "out"
+    assert eval_sets.main(["--local-path", str(tmp_path), "--out", str(out), "--names", "aime24", "amc23"]) == 2
+    assert "amc23: no usable row in 0 record(s); no set was written" in _one_line_error(capsys)
+    assert not out.exists()
 
 
 def test_every_eval_set_has_a_data_source_the_reward_knows():

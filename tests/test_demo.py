@@ -1,6 +1,9 @@
 """The CPU GRPO demo end to end with a microscopic model, and Pion's spectrum preservation inside it."""
 
+import io
 import json
+import re
+import statistics
 
 import pytest
 import torch
@@ -86,3 +89,81 @@ def test_pion_keeps_the_spectra_of_its_matrices_during_demo_training(tmp_path):
     tolerance = 4 * 0.1**4 / 8
     assert drift["pion"] < tolerance
     assert drift["adamw"] > 100 * tolerance
+
+
+@pytest.mark.parametrize("override, message", [
+    ("steps=-1", "steps=-1 must be > 0"),
+    ("lr=-1", "lr=-1.0 must be > 0"),
+    ("lr=nan", "lr=nan must be a finite number"),
+    ("seeds=0", "seeds=0 must be > 0"),
+    ("eval_every=0", "eval_every=0 must be > 0"),
+    ("kl_loss_coef=-0.1", "kl_loss_coef=-0.1 must be >= 0"),
+    ("temperature=0", "temperature=0.0 must be > 0"),
+    ("group_size=1", "group_size=1: GRPO's advantage compares samples of one prompt, so it needs >= 2"),
+    ("num_kv_heads=3", "num_heads=2 must be a multiple of num_kv_heads=3"),
+    ("eval_problems=129", "eval_problems=129 exceeds the 128 rows of the heldout split"),
+    ("wandb=maybe", "unknown wandb='maybe'"),
+])
+def test_nonsensical_settings_are_rejected_before_outputs_are_touched(tmp_path, override, message):
+    (tmp_path / "summary.md").write_text("the previous run's summary")
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        main([f"out_dir={tmp_path}", *MICRO, "steps=1", override])  # short, were it accepted
+    assert (tmp_path / "summary.md").read_text() == "the previous run's summary"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.md"]
+
+
+def test_seeds_give_mean_and_spread_over_runs_from_one_warm_start(tmp_path, capsys):
+    main([f"out_dir={tmp_path}", "optimizer=pion", "steps=2", "seeds=3", "seed=5", *MICRO])
+    key = HELDOUT_ACC.format(n=2)
+    logs = [read_jsonl(tmp_path / "runs" / f"pion-seed{s}.jsonl") for s in (5, 6, 7)]
+    assert len({json.dumps(log[1], sort_keys=True) for log in logs}) == 3  # three different runs
+    start, end = [log[0][key] for log in logs], [log[2][key] for log in logs]
+    change = [e - s for s, e in zip(start, end)]
+    summary = (tmp_path / "summary.md").read_text()
+    spread = (f"| pion | {statistics.mean(start):.3f} ± {statistics.stdev(start):.3f} "
+              f"| {statistics.mean(end):.3f} ± {statistics.stdev(end):.3f} "
+              f"| {statistics.mean(change):+.3f} ± {statistics.stdev(change):.3f} |")
+    assert spread in summary, summary
+    assert "Over 3 GRPO seeds (5, 6, 7) from the one warm start" in summary
+    # The main table and the curves show the mean run.
+    assert f"| pion | {statistics.mean(start):.3f} | {statistics.mean(end):.3f} |" in summary
+    assert len([p for p in (tmp_path / "cache").iterdir()]) == 1  # one warm start for all seeds
+
+
+def test_each_invocation_replaces_the_logs_of_the_optimizers_it_trains(tmp_path, capsys):
+    def offline_runs(optimizer):
+        return sorted((tmp_path / "wandb" / optimizer).glob("**/offline-run-*"))
+
+    args = [f"out_dir={tmp_path}", "steps=1", *MICRO, "wandb=offline"]
+    main([*args, "optimizer=muon"])
+    main([*args, "optimizer=pion"])
+    first = offline_runs("pion")
+    main([*args, "optimizer=pion"])
+    assert len(first) == 1 and len(offline_runs("pion")) == 1 and offline_runs("pion") != first
+    assert len(offline_runs("muon")) == 1  # another optimizer's latest run stays
+    assert "(each run of an optimizer replaces its previous logs)" in capsys.readouterr().out  # and it says so
+    main([*args, "optimizer=pion", "seeds=2"])
+    assert len(offline_runs("pion")) == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["muon.jsonl", "pion-seed0.jsonl",
+                                                                      "pion-seed1.jsonl"]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_uncached_warm_start_shows_progress_on_a_terminal_only(tmp_path, monkeypatch, tty):
+    stream = _Stream(tty)
+    monkeypatch.setattr("sys.stderr", stream)
+    config = parse_overrides([f"out_dir={tmp_path}", *MICRO, "warm_start_steps=3"])
+    warm_start(config, build_tokenizer(merges=True), load_split("train"), log=lambda _: None)
+    if tty:
+        assert "warm start" in stream.getvalue() and "3/3" in stream.getvalue()
+    else:
+        assert stream.getvalue() == ""

@@ -190,3 +190,131 @@ def test_pion_weight_decay_is_explicit_shrinks_the_spectrum_and_warns():
     p.grad = torch.randn(4, 4, dtype=torch.float64)
     opt.step()
     torch.testing.assert_close(torch.linalg.svdvals(p.detach()), torch.full((4,), 0.95, dtype=torch.float64))
+
+
+def _matrix():
+    return torch.nn.Parameter(torch.zeros(6, 4))
+
+
+@pytest.mark.parametrize("make, option, value, error, message", [
+    (Muon, "lr", -1, ValueError, r"Muon: lr must be a number >= 0, got -1"),
+    (Pion, "lr", -1, ValueError, r"Pion: lr must be a number >= 0, got -1"),
+    (Pion, "rms_scale", -1, ValueError, r"Pion: rms_scale must be a number > 0, got -1"),
+    (Muon, "rms_scale", 0.0, ValueError, r"rms_scale must be a number > 0"),
+    (Pion, "lr", "1e-3", TypeError, r"Pion: lr must be a number >= 0, got '1e-3' \(a string: give the number"),
+    (Muon, "lr", "1e-3", TypeError, r"Muon: lr must be a number"),
+    (Pion, "lr", float("nan"), ValueError, r"lr must be a number >= 0, got nan"),
+    (Pion, "betas", (0.9, 1.0), ValueError, r"betas must be 2 numbers each in \[0, 1\) or None"),
+    (Pion, "betas", 0.9, TypeError, r"betas must be 2 numbers"),
+    (Pion, "eps", 0.0, ValueError, r"eps must be a number > 0"),
+    (Pion, "degree", 2.0, TypeError, r"degree must be an integer >= 1"),
+    (Pion, "row_block", 0, ValueError, r"row_block must be an integer >= 1 or None"),
+    (Pion, "msign_steps", 0, ValueError, r"msign_steps must be an integer >= 1"),
+    (Pion, "msign_lambda", -0.5, ValueError, r"msign_lambda must be a number > 0"),
+    (Pion, "weight_decay", -0.1, ValueError, r"weight_decay must be a number >= 0"),
+    (Pion, "adamw_betas", (0.9, -0.1), ValueError, r"adamw_betas must be 2 numbers each in \[0, 1\)"),
+    (Pion, "adamw_eps", -1e-8, ValueError, r"adamw_eps must be a number > 0"),
+    (Muon, "adamw_weight_decay", -1, ValueError, r"adamw_weight_decay must be a number >= 0"),
+    (Muon, "momentum", 1.0, ValueError, r"momentum must be a number in \[0, 1\)"),
+    (Muon, "ns_steps", True, TypeError, r"ns_steps must be an integer >= 1"),
+    (Muon, "ns_coefficients", (3.4, -4.7), TypeError, r"ns_coefficients must be 3 numbers"),
+    (Muon, "weight_decay", "0.01", TypeError, r"weight_decay must be a number >= 0"),
+])
+def test_bad_numeric_options_are_rejected_at_construction_and_in_add_param_group(make, option, value, error,
+                                                                                 message):
+    with pytest.raises(error, match=message):
+        make([_matrix()], **{option: value})
+    # The same option in a group added later is rejected too, and leaves the optimizer as it was.
+    opt = make([_matrix()])
+    groups_before = copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
+    with pytest.raises(error, match=message):
+        opt.add_param_group({"params": [_matrix()], option: value})
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups_before
+
+
+def test_good_numeric_options_of_every_accepted_kind_train():
+    # Ints, numpy-free plain floats, lists from a YAML config and a 0-dim tensor lr are all numbers.
+    p = _matrix()
+    opt = Pion([p], lr=torch.tensor(1e-2), betas=[0.9, 0.99], degree=3, row_block=3, rms_scale=1)
+    p.grad = torch.randn(6, 4)
+    opt.step()
+    assert p.detach().abs().sum() == 0  # a zero matrix has no spectrum to rotate: it stays zero
+    q = torch.nn.Parameter(torch.eye(4))
+    Muon([q], lr=1, ns_coefficients=[3.4445, -4.7750, 2.0315], weight_decay=0).step()  # no grad: no change
+    assert torch.equal(q.detach(), torch.eye(4))
+
+
+def _snapshot(opt):
+    """Everything load_state_dict may change: the groups' options and every state tensor, by parameter."""
+    groups = [{k: (v if k != "params" else [id(p) for p in v]) for k, v in g.items()} for g in opt.param_groups]
+    state = {id(p): {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
+    return copy.deepcopy(groups), state
+
+
+def _assert_unchanged(opt, snapshot):
+    groups, state = _snapshot(opt)
+    assert groups == snapshot[0]
+    assert state.keys() == snapshot[1].keys()
+    for key, entry in snapshot[1].items():
+        assert entry.keys() == state[key].keys()
+        assert all(torch.equal(v, state[key][k]) for k, v in entry.items())
+
+
+def _stepped(make, groups, params, steps=2):
+    opt = make(groups)
+    for g in _grads(params, steps):
+        _step(opt, params, g)
+    return opt
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_load_state_dict_of_another_models_sizes_fails_before_anything_changes(name):
+    # Same number of matrices and tensors as _model_groups, other sizes.
+    gen = torch.Generator().manual_seed(5)
+    other = [torch.nn.Parameter(torch.randn(*shape, generator=gen)) for shape in ((8, 4), (4, 2, 3), (8,))]
+    other_groups = [{"params": [other[0]], "param_names": ["layer.weight"]},
+                    {"params": other[1:], "param_names": ["conv.weight", "layer.bias"], "algorithm": "adamw"}]
+    saved = copy.deepcopy(_stepped(OPTIMIZERS[name], other_groups, other).state_dict())
+
+    groups, params = _model_groups(name)
+    opt = _stepped(OPTIMIZERS[name], groups, params)
+    before = _snapshot(opt)
+    weights = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match=r"saved '\w+' of parameter 'layer.weight' \(6, 4\) is \(.+\) torch.float32, "
+                                         r"but this parameter needs \(.+\) torch.float32"):
+        opt.load_state_dict(saved)
+    _assert_unchanged(opt, before)
+    # The optimizer still works: the next step runs on the state it had.
+    _step(opt, params, _grads(params, 1, seed=9)[0])
+    assert not all(torch.equal(p.detach(), w) for p, w in zip(params, weights))
+
+
+def test_load_state_dict_checks_dtypes_and_keys():
+    groups, params = _model_groups("pion")
+    saved = copy.deepcopy(_stepped(OPTIMIZERS["pion"], groups, params).state_dict())
+    opt = _stepped(OPTIMIZERS["pion"], *_model_groups("pion"))
+    before = _snapshot(opt)
+    wrong_dtype = copy.deepcopy(saved)
+    wrong_dtype["state"][2]["exp_avg"] = wrong_dtype["state"][2]["exp_avg"].double()
+    with pytest.raises(ValueError, match=r"saved 'exp_avg' of parameter 'layer.bias' \(6,\) is \(6,\) torch.float64, "
+                                         r"but this parameter needs \(6,\) torch.float32"):
+        opt.load_state_dict(wrong_dtype)
+    missing = copy.deepcopy(saved)
+    del missing["state"][0]["v_in"]  # saved without second_moment, loaded with it
+    with pytest.raises(ValueError, match=r"'layer.weight' \(6, 4\) has \['m_in', 'm_out', 'step', 'v_out'\]"):
+        opt.load_state_dict(missing)
+    bad_option = copy.deepcopy(saved)
+    bad_option["param_groups"][0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr must be a number >= 0, got -1.0"):
+        opt.load_state_dict(bad_option)
+    _assert_unchanged(opt, before)
+
+
+def test_muon_state_into_pion_is_a_clear_error_and_changes_nothing():
+    groups, params = _model_groups("muon")
+    saved = copy.deepcopy(_stepped(OPTIMIZERS["muon"], groups, params).state_dict())
+    opt = _stepped(OPTIMIZERS["pion"], *_model_groups("pion"))
+    before = _snapshot(opt)
+    with pytest.raises(ValueError, match=r"the saved state is not Pion's: its param group 0 has algorithm 'muon'"):
+        opt.load_state_dict(saved)
+    _assert_unchanged(opt, before)

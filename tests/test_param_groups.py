@@ -91,3 +91,15 @@ def test_routing_errors_are_clear():
         param_groups([torch.zeros(2, 2)])
     with pytest.raises(ValueError, match="head_dim needs named parameters"):
         Pion([torch.nn.Parameter(torch.zeros(2, 2))], head_dim=2)
+
+
+def test_a_head_dim_that_is_not_the_models_says_to_read_it_from_the_config():
+    # The README's call with another model's head size (128) on a model whose heads are 8 rows wide.
+    model = _tiny_qwen3(tie=False)
+    with pytest.raises(ValueError) as error:
+        Pion(model.named_parameters(), lr=1e-6, update_side="alternate", head_dim=128)
+    message = str(error.value)
+    assert "q_proj" in message and "head_dim=128" in message
+    assert "model's attention head size" in message
+    assert "model.config.head_dim" in message
+    assert "model.config.hidden_size // model.config.num_attention_heads" in message

@@ -56,6 +56,13 @@ SHARED = {
     "reward.custom_reward_function.path": "pkg://pion_rl.reward",
     "reward.custom_reward_function.name": "compute_score",
     "trainer.total_epochs": 1,
+    # Checkpoints: every 50 steps and at the last, the latest 2 kept, resumed by themselves, each with the
+    # policy as a Hugging Face directory.
+    "trainer.save_freq": 50,
+    "trainer.max_actor_ckpt_to_keep": 2,
+    "trainer.resume_mode": "auto",
+    "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
+    "actor_rollout_ref.actor.checkpoint.load_contents": ["model", "optimizer", "extra"],
     "trainer.test_freq": 5,
     "trainer.logger": ["console", "wandb"],
     "trainer.n_gpus_per_node": 8,
@@ -63,6 +70,7 @@ SHARED = {
     "data.train_files": "/nowhere/data/deepmath/train.parquet",
     "data.val_files": [f"/nowhere/data/math_eval/{b}.parquet" for b in BENCHMARKS],
 }
+RECIPE_CHECKPOINT_CONTENTS = ["model", "optimizer", "extra"]
 OPTIMIZER_KEYS = {"optimizer", "weight_decay", "override_optimizer_config"}
 # The run name carries the optimizer (wandb run, checkpoint dir, rollout trace), so the three runs stay apart.
 RUN_NAME_KEYS = {
@@ -86,7 +94,7 @@ def runs():
         futures = {key: pool.submit(_run, *args) for key, args in jobs.items()}
         futures["custom"] = pool.submit(
             _run, "run_qwen3_1.7b_muon_deepmath.sh", "trainer.logger=[console,wandb,file]", "trainer.total_epochs=2",
-            MODEL_PATH="/models/my qwen3",
+            "trainer.save_freq=10", "trainer.resume_mode=disable", MODEL_PATH="/models/my qwen3",
         )
         futures["main_ppo"] = pool.submit(_run, "run_distilled_muon_deepmath.sh", "--cfg", "job", "--resolve",
                                           dry_run=False)
@@ -139,6 +147,7 @@ def test_env_vars_and_extra_arguments_reach_the_config(runs):
     assert _get(config, "actor_rollout_ref.model.path") == "/models/my qwen3"
     assert _get(config, "trainer.logger") == ["console", "wandb", "file"]
     assert _get(config, "trainer.total_epochs") == 2
+    assert (_get(config, "trainer.save_freq"), _get(config, "trainer.resume_mode")) == (10, "disable")
     assert _get(config, "actor_rollout_ref.actor.optim.optimizer") == "Muon"
 
 
@@ -172,8 +181,8 @@ def test_optim_section_builds_through_verl(runs, optimizer):
     if optimizer == "pion":
         assert set(by_algorithm) == {("adamw", None), ("pion", 32), ("pion", None)}
         pion = by_algorithm["pion", None]
-        assert (pion["variant"], pion["update_side"], pion["degree"], pion["second_moment"], pion["weight_decay"]) \
-            == ("lie_lie", "alternate", 2, False, 0.0)
+        assert (pion["variant"], pion["update_side"], pion["degree"], pion["second_moment"], pion["weight_decay"],
+                pion["precision"]) == ("lie_lie", "alternate", 2, False, 0.0, "bf16")
         assert tuple(pion["betas"])[0] == 0.9
     elif optimizer == "muon":
         assert set(by_algorithm) == {("adamw", None), ("muon", None)}
@@ -186,6 +195,34 @@ def test_optim_section_builds_through_verl(runs, optimizer):
         adamw = by_algorithm["adamw", None]
         assert adamw["adamw_weight_decay"] == 0.01 and tuple(adamw["adamw_betas"]) == (0.9, 0.999)
         assert "model.embed_tokens.weight" in adamw["param_names"] and "lm_head.weight" in adamw["param_names"]
+
+
+def test_checkpoint_section_is_verls_and_saves_the_hf_model(runs):
+    """The actor's checkpoint section converts to verl's CheckpointConfig (what its checkpoint manager reads;
+    tests/test_verl_plugin_on_cpu.py saves and exports through that manager with these contents)."""
+    from omegaconf import OmegaConf
+    from verl.trainer.config import CheckpointConfig
+    from verl.utils.config import omega_conf_to_dataclass
+
+    section = _get(_composed(runs["qwen3_1.7b", "pion"]), "actor_rollout_ref.actor.checkpoint")
+    config = omega_conf_to_dataclass(OmegaConf.create(section))
+    assert isinstance(config, CheckpointConfig)
+    assert list(config.save_contents) == RECIPE_CHECKPOINT_CONTENTS + ["hf_model"]
+    assert list(config.load_contents) == RECIPE_CHECKPOINT_CONTENTS
+
+
+def test_smoke_recipe_composes_a_tiny_run_that_saves_at_step_2(tmp_path):
+    run = _run("run_smoke.sh", OPTIMIZER="muon", SMOKE_DIR=str(tmp_path))
+    config = _composed(run)
+    expected = {
+        "actor_rollout_ref.model.path": "Qwen/Qwen3-0.6B", "actor_rollout_ref.actor.optim.optimizer": "Muon",
+        "trainer.n_gpus_per_node": 8,  # ENV sets N_GPUS=8; the script's default is 1
+        "data.train_batch_size": 8, "actor_rollout_ref.rollout.n": 4, "trainer.total_training_steps": 2,
+        "trainer.save_freq": 2, "trainer.resume_mode": "auto", "trainer.default_local_dir": f"{tmp_path}/checkpoints",
+        "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
+    }
+    assert {k: _get(config, k) for k in expected} == expected
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_both_recipe_models_get_row_blocks_of_128():
@@ -211,6 +248,10 @@ def test_both_recipe_models_get_row_blocks_of_128():
          "telemetry has unknown key(s) ['spectrum_evry']; valid keys: enable, spectrum_every"),
         ("actor_rollout_ref.actor.optim.override_optimizer_config.telemetry.spectrum_every=-1",
          "spectrum_every must be an int >= 0 (0 turns singular values off), got -1"),
+        # Hydra's two-line message, on one line.
+        ("+reward.custom_reward_function.reward_kwargs.mode=math_verify",
+         "Could not append to config. An item is already at 'reward.custom_reward_function.reward_kwargs.mode'. "
+         "Either remove + prefix"),
     ],
 )
 def test_bad_override_is_a_clear_error_with_nothing_on_stdout(capsys, override, message):
@@ -219,4 +260,85 @@ def test_bad_override_is_a_clear_error_with_nothing_on_stdout(capsys, override, 
     code = compose.main(["--config-dir", str(REPO / "configs"), "--config-name", "qwen3_1.7b_deepmath", override])
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
-    assert message in err
+    (line,) = [line for line in err.splitlines() if line.startswith("pion_rl.verl_plugin.compose:")]
+    assert message in line
+
+
+def _write_model_config(directory: Path) -> Path:
+    """A local model directory holding only a Qwen3 config (4 heads of 16 rows), as a downloaded model has."""
+    from transformers import Qwen3Config
+
+    Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def worker_checked_runs(tmp_path_factory):
+    """Dry runs with overrides that only the workers' own optimizer / reward construction would reject."""
+    model = str(_write_model_config(tmp_path_factory.mktemp("local model")))
+    jobs = {
+        "variant": ("actor_rollout_ref.actor.optim.override_optimizer_config.variant=bogus",),
+        "lr": ("actor_rollout_ref.actor.optim.lr=-1",),
+        "reward_mode": ("reward.custom_reward_function.reward_kwargs.mode=bogus",),
+        "math_verify": ("reward.custom_reward_function.reward_kwargs.mode=math_verify",),
+        "head_dim": ("+actor_rollout_ref.actor.optim.override_optimizer_config.head_dim=24",),
+        "model_head_dim": (),
+    }
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {key: pool.submit(_run, "run_qwen3_1.7b_pion_deepmath.sh", *args,
+                                    **({"MODEL_PATH": model} if "head_dim" in key else {}))
+                   for key, args in jobs.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        ("variant", "ValueError: Pion: unknown variant 'bogus'"),
+        ("lr", "ValueError: Pion: lr must be a number >= 0, got -1"),
+        ("reward_mode", "ValueError: unknown reward mode 'bogus'"),
+        # The model's q_proj has 64 rows (4 heads of 16): heads of 24 rows do not split it.
+        ("head_dim", "do not split into heads of head_dim=24. head_dim must be the model's attention head size"),
+    ],
+)
+def test_dry_run_rejects_what_the_workers_would_reject_in_one_line(worker_checked_runs, job, message):
+    run = worker_checked_runs[job]
+    assert run.returncode == 1 and run.stdout == "", run.stderr[-3000:]
+    (line,) = [line for line in run.stderr.splitlines() if line.startswith("pion_rl.verl_plugin.compose:")]
+    assert message in line
+    assert "All configuration checks passed" not in run.stderr
+
+
+def test_math_verify_reward_override_as_documented_composes(worker_checked_runs):
+    config = _composed(worker_checked_runs["math_verify"])
+    assert _get(config, "reward.custom_reward_function.reward_kwargs") == {"mode": "math_verify"}
+
+
+def test_dry_run_reads_pion_head_size_from_a_local_model_config(worker_checked_runs, runs):
+    # With the model's config at hand, the per-head check runs silently; without it the dry run says so.
+    assert "not checked against its head size" not in worker_checked_runs["model_head_dim"].stderr
+    assert _composed(worker_checked_runs["model_head_dim"])
+    assert "not checked against its head size" in runs["qwen3_1.7b", "pion"].stderr
+
+
+@pytest.mark.parametrize("role", ["actor", "ref"])
+def test_printed_fsdp_strategy_is_the_one_verls_engine_uses(runs, role):
+    """verl builds each engine from the role's config dataclass, whose engine.strategy it copies from
+    `<role>.strategy`; the printed `<role>.fsdp_config.strategy` must say the same."""
+    from omegaconf import OmegaConf
+    from verl.utils.config import omega_conf_to_dataclass
+
+    for optimizer in OPTIMIZERS:
+        config = _composed(runs["qwen3_1.7b", optimizer])
+        section = _get(config, f"actor_rollout_ref.{role}")
+        fields = dict(section)
+        if role == "ref":  # the renames ActorRolloutRefWorker.init_model applies before converting the ref's config
+            fields["ppo_mini_batch_size"] = _get(config, "actor_rollout_ref.actor.ppo_mini_batch_size")
+            for old, new in (("log_prob_micro_batch_size", "ppo_micro_batch_size"),
+                             ("log_prob_micro_batch_size_per_gpu", "ppo_micro_batch_size_per_gpu"),
+                             ("log_prob_use_dynamic_bsz", "use_dynamic_bsz"),
+                             ("log_prob_max_token_len_per_gpu", "ppo_max_token_len_per_gpu")):
+                fields[new] = fields.pop(old, None)
+        engine = omega_conf_to_dataclass(OmegaConf.create(fields)).engine
+        assert engine.strategy == section["strategy"] == section["fsdp_config"]["strategy"] == "fsdp2"

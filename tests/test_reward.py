@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from verl import DataProto
 
 from pion_rl.demo.tokenizer import build_tokenizer
-from pion_rl.reward import MAX_ANSWER_CHARS, compute_score, last_boxed_answer, symbolic
+from pion_rl.reward import (MAX_ANSWER_CHARS, check_options, compute_score, last_boxed_answer,
+                            missing_ground_truth_count, symbolic)
 
 # The generous per-call wall-time bound for hostile inputs (the math_verify timeout is 1 s by default).
 TIME_BOUND_S = 2.0
@@ -213,6 +214,57 @@ def test_configuration_errors_are_loud_and_verl_kwargs_are_accepted():
     assert result["score"] == 1.0
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"verify_timeout_s": -1}, r"verify_timeout_s must be a number of seconds > 0 .*got -1"),
+    ({"verify_timeout_s": 0}, r"verify_timeout_s must be a number of seconds > 0"),
+    ({"verify_timeout_s": "1"}, r"verify_timeout_s must be a number of seconds > 0 .*got '1'"),
+    ({"mode": "bogus"}, r"unknown reward mode 'bogus': use one of \('strict', 'math_verify'\)"),
+])
+def test_bad_options_are_a_clear_error_at_the_call(options, message):
+    with pytest.raises(ValueError, match=message):
+        check_options(**options)
+    # The reward itself checks them before any work (no worker traceback, no silent 0).
+    with pytest.raises(ValueError, match=message):
+        compute_score("deepmath", r"\boxed{1}", "1", **{"mode": "math_verify", **options})
+    check_options(mode="math_verify", verify_timeout_s=0.5)  # valid options pass
+
+
+@pytest.mark.parametrize("ground_truth", [None, "", "   ", float("nan"), [], np.array([], dtype=object)])
+def test_a_missing_ground_truth_scores_zero_and_is_counted(ground_truth, caplog):
+    before = missing_ground_truth_count()
+    # "None" is what str(None) made of a missing ground truth: it must not match.
+    for response in (r"\boxed{None}", r"\boxed{nan}", r"\boxed{}", r"\boxed{[]}"):
+        assert compute_score("deepmath", response, ground_truth)["score"] == 0.0
+    assert missing_ground_truth_count() == before + 4
+    # The first, tenth, hundredth... occurrence is logged with the running count (the next one here).
+    with caplog.at_level("WARNING", logger="pion_rl.reward.score"):
+        while not float(np.log10(missing_ground_truth_count() + 1)).is_integer():
+            compute_score("deepmath", r"\boxed{1}", None)
+        compute_score("deepmath", r"\boxed{1}", None)
+    assert f"{missing_ground_truth_count()} response(s) so far had a missing or empty ground truth" in caplog.text
+
+
+@pytest.mark.parametrize("response, ground_truth, score", [
+    (r"\boxed{27}", 27.0, 1.0),
+    (r"\boxed{27.0}", 27, 1.0),
+    (r"\boxed{27}", np.int64(27), 1.0),
+    (r"\boxed{0.5}", np.float64(0.5), 1.0),
+    (r"\boxed{28}", 27.0, 0.0),
+    (r"\boxed{27.5}", 27, 0.0),
+    (r"\boxed{3}", ["2", "3"], 1.0),  # a list gives the acceptable answers
+    (r"\boxed{3}", np.array(["2", "3"], dtype=object), 1.0),  # as parquet hands a list column over
+    (r"\boxed{3}", (2, 3.0), 1.0),
+    (r"\boxed{4}", ["2", "3"], 0.0),
+])
+def test_numeric_and_list_ground_truths_compare_as_a_user_expects(response, ground_truth, score):
+    assert compute_score("deepmath", response, ground_truth)["score"] == score
+
+
+def test_numeric_ground_truth_meets_math_verify_equivalents():
+    assert compute_score("deepmath", r"\boxed{\frac{1}{2}}", 0.5)["score"] == 0.0
+    assert compute_score("deepmath", r"\boxed{\frac{1}{2}}", 0.5, mode="math_verify")["score"] == 1.0
+
+
 # --- through verl 0.9.1's own reward path -------------------------------------------------------------------
 
 # (response, ground truth, strict score, math_verify score)
@@ -307,3 +359,16 @@ def test_reward_through_verl_reward_loop_worker(tmp_path, mode):
     acc_metrics = metrics["deepmath"]["acc"]
     assert acc_metrics[f"mean@{len(infos)}"] == pytest.approx(np.mean(expected))
     assert any(name.startswith("maj@") for name in acc_metrics)
+
+
+def test_check_options_rejects_what_compute_score_rejects_before_any_scoring():
+    from pion_rl.reward import check_options
+
+    check_options(mode="math_verify", verify_timeout_s=2)  # the recipe's options pass
+    for bad, error in (({"mode": "bogus"}, ValueError), ({"verify_timeout_s": -1}, ValueError),
+                       ({"verify_timeout_s": "1"}, ValueError), ({"timeout": 1}, TypeError)):
+        with pytest.raises(error) as checked:
+            check_options(**bad)
+        with pytest.raises(error) as scored:
+            compute_score("deepmath", "\\boxed{1}", "1", **bad)
+        assert str(checked.value) == str(scored.value)

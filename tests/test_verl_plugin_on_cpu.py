@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 from gloo_ranks import run_on_ranks
-from verl_plugin_workers import TINY_HEAD_DIM, TINY_QWEN3, checkpoint_resume_report, engine_report, write_tiny_qwen3
+from verl_plugin_workers import (
+    TINY_HEAD_DIM,
+    TINY_QWEN3,
+    checkpoint_export_report,
+    checkpoint_resume_report,
+    engine_report,
+    write_tiny_qwen3,
+)
 
 ADAMW_NAMES = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} | {
     f"model.layers.{i}.{n}.weight"
@@ -136,3 +143,51 @@ def test_pion_resumes_bit_for_bit_through_verls_checkpoint_manager(tmp_path):
         assert {"optim_world_size_2_rank_0.pt", "optim_world_size_2_rank_1.pt"} <= set(report["files"])
     # 2 layers x 7 matrices, each with its state on exactly one of the two ranks
     assert sum(r["matrices_owned_here"] for r in ranks) == 2 * 7
+
+
+def test_checkpoint_exports_a_hf_model_with_identical_logits(tmp_path):
+    """The recipes' checkpoint (verl's manager on 2 gloo ranks) holds a Hugging Face directory with the tokenizer
+    whose logits are exactly the trained policy's; verl's merger, for a checkpoint saved without it, gives the
+    policy in bf16."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pion_rl.demo.tokenizer import build_tokenizer
+    from pion_rl.verl_plugin.checkpoint import hf_model_dir, merge_to_hf
+
+    model_dir = write_tiny_qwen3(tmp_path / "model")
+    build_tokenizer().save_pretrained(model_dir)
+    run = tmp_path / "run"
+    report = run_on_ranks(checkpoint_export_report, 2, str(model_dir), str(run / "global_step_1" / "actor"),
+                          timeout=180)[0]
+    trained = {name: torch.from_numpy(weight) for name, weight in report.items()}
+    (run / "latest_checkpointed_iteration.txt").write_text("1")  # what verl's trainer writes after a save
+
+    def logits(model, ids=torch.arange(40).reshape(2, 20) % TINY_QWEN3["vocab_size"]):
+        with torch.no_grad():
+            return model.eval()(input_ids=ids).logits
+
+    def policy(weights, like):
+        # The reloaded model's own config and code, so only the weights can differ.
+        model = copy.deepcopy(like)
+        model.load_state_dict(weights)
+        return model
+
+    exported = hf_model_dir(run, tmp_path / "not_needed")
+    assert exported == run / "global_step_1" / "actor" / "huggingface" and not (tmp_path / "not_needed").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32)
+    assert torch.equal(logits(reloaded), logits(policy(trained, like=reloaded)))
+    initial = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    assert (logits(reloaded) - logits(initial)).abs().max() > 1e-3  # the export is the trained policy
+    messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    assert AutoTokenizer.from_pretrained(exported).apply_chat_template(messages) == \
+        build_tokenizer().apply_chat_template(messages)
+
+    merged = merge_to_hf(run / "global_step_1" / "actor", tmp_path / "merged")
+    remerged = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    in_bf16 = policy({name: weight.bfloat16().float() for name, weight in trained.items()}, like=remerged)
+    assert torch.equal(logits(remerged), logits(in_bf16))
+    assert AutoTokenizer.from_pretrained(merged).apply_chat_template(messages) == \
+        build_tokenizer().apply_chat_template(messages)

@@ -44,13 +44,13 @@ def _cpu_device_patches(stack: ExitStack) -> None:
 
 
 def build_engine(model_dir: str, strategy: str, optimizer_impl: str, optimizer: str, overrides: dict | None,
-                 lr: float = 1e-3, weight_decay: float = 0.01):
+                 lr: float = 1e-3, weight_decay: float = 0.01, checkpoint_config=None, load_tokenizer: bool = False):
     """verl's engine for a language model, looked up in EngineRegistry and initialised: model, FSDP, optimizer."""
     from verl.trainer.config import CheckpointConfig
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
     from verl.workers.engine import EngineRegistry
 
-    model_config = HFModelConfig(path=model_dir, load_tokenizer=False, use_remove_padding=False,
+    model_config = HFModelConfig(path=model_dir, load_tokenizer=load_tokenizer, use_remove_padding=False,
                                  enable_gradient_checkpointing=False,
                                  override_config={"attn_implementation": "eager"})
     engine_config = FSDPEngineConfig(strategy=strategy, use_torch_compile=False)
@@ -61,7 +61,7 @@ def build_engine(model_dir: str, strategy: str, optimizer_impl: str, optimizer: 
         _cpu_device_patches(stack)
         engine = EngineRegistry.new(model_type="language_model", backend=strategy, model_config=model_config,
                                     engine_config=engine_config, optimizer_config=optimizer_config,
-                                    checkpoint_config=CheckpointConfig())
+                                    checkpoint_config=checkpoint_config or CheckpointConfig())
         engine.initialize()
     return engine
 
@@ -154,6 +154,12 @@ def engine_report(model_dir: str) -> dict:
     return report
 
 
+def _cpu_checkpoint_patches(stack: ExitStack) -> None:
+    _cpu_device_patches(stack)
+    # The module already lives on the CPU; verl would move it to the accelerator around the save.
+    stack.enter_context(mock.patch("verl.workers.engine.fsdp.transformer_impl.load_fsdp_model_to_gpu"))
+
+
 def checkpoint_resume_report(model_dir: str, checkpoint_dir: str) -> dict:
     """Pion (the recipe's options) through verl's own checkpoint manager: save after 2 steps and take 2 more;
     a fresh engine that loads the checkpoint and takes the same 2 steps must land on the same weights."""
@@ -164,22 +170,17 @@ def checkpoint_resume_report(model_dir: str, checkpoint_dir: str) -> dict:
     def build():
         return build_engine(model_dir, "fsdp2", "pion_rl.optim", "Pion", options, lr=STEP_LR, weight_decay=0.0)
 
-    def cpu_checkpoint_patches(stack: ExitStack) -> None:
-        _cpu_device_patches(stack)
-        # The module already lives on the CPU; verl would move it to the accelerator around the save.
-        stack.enter_context(mock.patch("verl.workers.engine.fsdp.transformer_impl.load_fsdp_model_to_gpu"))
-
     straight = build()
     for _ in range(2):
         _train_step(straight)
     with ExitStack() as stack:
-        cpu_checkpoint_patches(stack)
+        _cpu_checkpoint_patches(stack)
         straight.save_checkpoint(checkpoint_dir, global_step=2)
     for _ in range(2):
         expected = _train_step(straight)
     resumed = build()
     with ExitStack() as stack:
-        cpu_checkpoint_patches(stack)
+        _cpu_checkpoint_patches(stack)
         resumed.load_checkpoint(checkpoint_dir, del_local_after_load=False)
     owned = sum(1 for s in resumed.optimizer.state.values() if "m_in" in s)
     for _ in range(2):
@@ -190,3 +191,20 @@ def checkpoint_resume_report(model_dir: str, checkpoint_dir: str) -> dict:
         "matrices_owned_here": owned,
         "files": sorted(os.listdir(checkpoint_dir)),
     }
+
+
+def checkpoint_export_report(model_dir: str, actor_dir: str) -> dict:
+    """One Pion step, then a save through verl's checkpoint manager with the recipes' contents (sharded state and
+    the Hugging Face model); returns the trained full fp32 weights, name -> numpy array (pickled by value: a
+    tensor would travel as shared memory that dies with this process)."""
+    import pion_rl.verl_plugin.engine  # noqa: F401 - what external_lib does in a verl worker
+    from verl.trainer.config import CheckpointConfig
+
+    contents = ["model", "optimizer", "extra", "hf_model"]  # configs/grpo_deepmath.yaml's save_contents
+    engine = build_engine(model_dir, "fsdp2", "pion_rl.optim", "Pion", PION_OPTIONS, lr=STEP_LR, weight_decay=0.0,
+                          checkpoint_config=CheckpointConfig(save_contents=contents), load_tokenizer=True)
+    _train_step(engine)
+    with ExitStack() as stack:
+        _cpu_checkpoint_patches(stack)
+        engine.save_checkpoint(actor_dir, global_step=1)
+    return {name: param.full_tensor().detach().numpy() for name, param in engine.module.named_parameters()}

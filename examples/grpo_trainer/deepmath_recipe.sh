@@ -6,21 +6,47 @@
 #                  data_prep/deepmath.py, math_eval/<benchmark>.parquet from data_prep/eval_sets.py
 #   N_GPUS         GPUs on this node (default 8)
 #   WANDB_PROJECT  wandb project (default pion-rl)
-#   PYTHON         interpreter with pion-rl and verl installed (default python3)
+#   PYTHON         interpreter with pion-rl and verl installed (default: the checkout's .venv that `make`
+#                  builds if there is one, else python3)
 #   DRY_RUN=1      print the fully composed config as YAML on stdout and exit: no Ray, GPU, data or model
+# Without DRY_RUN, a preflight (pion_rl.verl_plugin.preflight) first checks verl's GPU stack, N_GPUS CUDA
+# devices, the data files and that pion-rl imports outside the checkout; each missing piece is one line with
+# its fix, and nothing starts.
 # Extra arguments are Hydra overrides, e.g. trainer.logger='[console,wandb,file]' or trainer.total_epochs=2.
 
 # Benchmarks validated every trainer.test_freq steps; metrics val-core/<benchmark>/acc/mean@4.
 DEEPMATH_VAL_BENCHMARKS=(aime24 aime25 amc23 minerva olympiadbench)
+DEEPMATH_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# The interpreter the recipes run: $PYTHON, else the checkout's .venv, else python3.
+recipe_python() {
+    if [[ -n ${PYTHON:-} ]]; then
+        echo "$PYTHON"
+    elif [[ -x $DEEPMATH_REPO_ROOT/.venv/bin/python ]]; then
+        echo "$DEEPMATH_REPO_ROOT/.venv/bin/python"
+    else
+        echo python3
+    fi
+}
+
+# True if the arguments ask Hydra for information only (--cfg, --help, --info): main_ppo then exits before Ray.
+_hydra_exits_early() {
+    local arg
+    for arg in "$@"; do
+        case $arg in --cfg | -c | --help | -h | --hydra-help | --info | -i) return 0 ;; esac
+    done
+    return 1
+}
 
 # run_deepmath_recipe CONFIG_NAME OPTIMIZER [HYDRA_OVERRIDE...]
 run_deepmath_recipe() {
     local config_name=$1 optimizer=$2
     shift 2
-    local repo_root data_dir benchmark val_files=()
-    repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    local python data_dir benchmark val_files=() val_paths=()
+    python=$(recipe_python)
     data_dir=${DATA_DIR:-$HOME/data}
     for benchmark in "${DEEPMATH_VAL_BENCHMARKS[@]}"; do
+        val_paths+=("$data_dir/math_eval/$benchmark.parquet")
         val_files+=("'$data_dir/math_eval/$benchmark.parquet'")
     done
     local overrides=(
@@ -33,9 +59,14 @@ run_deepmath_recipe() {
     if [[ -n ${MODEL_PATH:-} ]]; then
         overrides+=("actor_rollout_ref.model.path='$MODEL_PATH'")
     fi
-    local entry=(-m verl.trainer.main_ppo --config-path "$repo_root/configs")
+    local entry=(-m verl.trainer.main_ppo --config-path "$DEEPMATH_REPO_ROOT/configs")
     if [[ ${DRY_RUN:-0} == 1 ]]; then
-        entry=(-m pion_rl.verl_plugin.compose --config-dir "$repo_root/configs")
+        entry=(-m pion_rl.verl_plugin.compose --config-dir "$DEEPMATH_REPO_ROOT/configs")
+    elif ! _hydra_exits_early "$@"; then
+        # The checkout's preflight runs whether or not pion-rl is installed (it checks that too).
+        PREFLIGHT_PYTHONPATH=${PYTHONPATH:-} PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+            "$python" -m pion_rl.verl_plugin.preflight --n-gpus "${N_GPUS:-8}" \
+            --train "$data_dir/deepmath/train.parquet" --val "${val_paths[@]}" || return 1
     fi
-    exec "${PYTHON:-python3}" "${entry[@]}" --config-name "$config_name" "${overrides[@]}" "$@"
+    "$python" "${entry[@]}" --config-name "$config_name" "${overrides[@]}" "$@"
 }

@@ -1,11 +1,13 @@
 """`python -m pion_rl.demo [optimizer=adamw|muon|pion|all] [key=value ...]`: the CPU GRPO demo.
 
-Warm-starts a tiny Qwen3 on synthetic arithmetic (cached), trains it with GRPO once per optimizer, and
-writes `<out_dir>/reward_curves.png` and `<out_dir>/summary.md` (keys: `pion_rl.demo.config.DemoConfig`).
+Warm-starts a tiny Qwen3 on synthetic arithmetic (cached), trains it with GRPO once per optimizer (or
+`seeds=N` times), and writes `<out_dir>/reward_curves.png` and `<out_dir>/summary.md` (keys:
+`pion_rl.demo.config.DemoConfig`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -14,26 +16,36 @@ import torch
 from pion_rl.compare import Run, compare_runs, load_run
 
 from .config import DemoConfig, parse_overrides
+from .evaluation import evaluate_policies
 from .policy import warm_start
 from .problems import load_split
+from .seeds import mean_runs, run_name, seed_list, spread_table
 from .tokenizer import build_tokenizer
+from .tracking import clear_previous_logs
 from .train import HELDOUT_ACC, SPECTRUM_DRIFT, run_grpo
 
 
 def run_demo(config: DemoConfig) -> tuple[list[Run], dict[str, float]]:
-    """Warm start, then one GRPO run per optimizer; returns the runs and their wall times (s)."""
+    """Warm start, then `config.seeds` GRPO runs per optimizer (replacing that optimizer's earlier logs);
+    returns the runs and their wall times (s), by run name (see `pion_rl.demo.seeds.run_name`). The first
+    seed's final policy is the one saved and evaluated."""
     torch.set_num_threads(config.threads)
     tokenizer = build_tokenizer(merges=True)
     train_rows = load_split("train")
     heldout_rows = load_split("heldout")[: config.eval_problems]
     warm_state = warm_start(config, tokenizer, train_rows).state_dict()
     runs, seconds = [], {}
-    for name in config.optimizers():
-        started = time.perf_counter()
-        run = load_run(str(run_grpo(config, name, warm_state, tokenizer, train_rows, heldout_rows)))
-        run.name = name
-        runs.append(run)
-        seconds[name] = time.perf_counter() - started
+    for optimizer in config.optimizers():
+        clear_previous_logs(config.out_path, optimizer)
+        for seed in seed_list(config):
+            name = run_name(config, optimizer, seed)
+            started = time.perf_counter()
+            path = run_grpo(dataclasses.replace(config, seed=seed), optimizer, warm_state, tokenizer, train_rows,
+                            heldout_rows, run_name=name, save=seed == config.seed)
+            run = load_run(str(path))
+            run.name = name
+            runs.append(run)
+            seconds[name] = time.perf_counter() - started
     return runs, seconds
 
 
@@ -69,17 +81,24 @@ def summary_preamble(config: DemoConfig, runs: list[Run], seconds: dict[str, flo
 def main(argv: list[str] | None = None) -> None:
     config = parse_overrides(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
-    runs, seconds = run_demo(config)
+    seed_runs, seed_seconds = run_demo(config)
+    runs, seconds = mean_runs(config, seed_runs, seed_seconds)
     png, md, _ = compare_runs(
         runs,
         config.out_path,
         extra_metrics=("actor/kl_loss",),  # the comparer adds the optimizer telemetry's panels itself
         title="pion-rl CPU demo: GRPO with AdamW vs Muon vs Pion",
-        preamble=summary_preamble(config, runs, seconds),
+        preamble=summary_preamble(config, runs, seconds) + spread_table(config, seed_runs),
         smooth=5,
     )
+    evaluation = evaluate_policies(config, [run.name for run in runs], load_split("heldout")[: config.eval_problems])
+    body = evaluation.split("\n", 1)[1].strip("\n").replace("\n## ", "\n### ")  # under this section's heading
+    md.write_text(f"{md.read_text()}\n## Final policies, evaluated with python -m pion_rl.evaluate --backend hf\n\n"
+                  f"{body}\n")
     print(md.read_text().split("![curves]")[0])
     print(f"done in {time.perf_counter() - started:.0f} s\nreward curves: {png}\nsummary: {md}")
+    print(f"run logs: {config.out_path / 'runs'}, {config.out_path / 'wandb'}/<optimizer> (each run of an optimizer "
+          f"replaces its previous logs)")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 
 import torch
+from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
 from .config import WARM_START_FIELDS, DemoConfig
@@ -93,13 +95,18 @@ def warm_start(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.warm_start_lr, weight_decay=0.01)
     rng = random.Random(config.seed)
     model.train()
-    for step in range(1, config.warm_start_steps + 1):
+    # A few minutes uncached: a progress bar on a terminal (stderr), nothing extra in logs and pipes.
+    bar = tqdm(range(1, config.warm_start_steps + 1), desc="warm start", file=sys.stderr, disable=None,
+               dynamic_ncols=True)
+    for step in bar:
         loss = supervised_loss(model, supervised_batch(rng.sample(train_rows, config.warm_start_batch), tokenizer))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if step % 100 == 0 or step == config.warm_start_steps:
             log(f"warm start: step {step}/{config.warm_start_steps} loss {loss.item():.3f}")
+    bar.close()
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(".tmp")
     torch.save(model.state_dict(), partial)

@@ -1,14 +1,37 @@
-"""Where a demo run's metrics go: verl's file logger (JSONL) and wandb (offline unless a key is set)."""
+"""Where a demo run's metrics go: verl's file logger (JSONL) and wandb (offline unless a key is set).
+
+Under ``out_dir``: ``runs/<run>.jsonl`` and ``wandb/<optimizer>/`` (wandb's own folders inside). Each demo
+invocation replaces the logs of the optimizers it trains (`clear_previous_logs`), so they never pile up:
+what is there is the latest run (or seeds) of each optimizer.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from verl.utils.tracking import FileLogger
 
 WANDB_PROJECT = "pion-rl-demo"
+
+
+def jsonl_path(out_dir: Path, run_name: str) -> Path:
+    return out_dir / "runs" / f"{run_name}.jsonl"
+
+
+def wandb_dir(out_dir: Path, optimizer: str) -> Path:
+    """The folder wandb writes ``optimizer``'s runs under."""
+    return out_dir / "wandb" / optimizer
+
+
+def clear_previous_logs(out_dir: Path, optimizer: str) -> None:
+    """Remove the JSONL logs (``<optimizer>.jsonl``, ``<optimizer>-seed<s>.jsonl``) and wandb runs that an
+    earlier invocation left for ``optimizer``."""
+    for path in (*out_dir.glob(f"runs/{optimizer}.jsonl"), *out_dir.glob(f"runs/{optimizer}-seed*.jsonl")):
+        path.unlink()
+    shutil.rmtree(wandb_dir(out_dir, optimizer), ignore_errors=True)
 
 
 def wandb_mode(setting: str) -> str:

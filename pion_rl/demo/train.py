@@ -23,11 +23,12 @@ from pion_rl.telemetry.monitor import MAX_REL_SV_CHANGE
 from pion_rl.verl_plugin.optimizer_config import TELEMETRY_KEY, build_optimizer_with_telemetry
 
 from .config import DemoConfig
+from .evaluation import save_policy
 from .grpo import actor_config, grpo_advantages, grpo_loss
 from .policy import build_policy
 from .problems import DATA_SOURCE
 from .rollout import response_log_probs, sample_groups
-from .tracking import RunTracker
+from .tracking import RunTracker, jsonl_path, wandb_dir
 
 RECIPE_OPTIMIZER_DIR = Path(pion_rl.__file__).resolve().parent.parent / "configs" / "optimizer"
 #: The optimizer telemetry's metrics are logged as verl logs them, an actor metric `m` as `actor/m`.
@@ -85,9 +86,12 @@ def run_grpo(
     tokenizer: PreTrainedTokenizerBase,
     train_rows: list[dict],
     heldout_rows: list[dict],
+    run_name: str | None = None,
+    save: bool = True,
 ) -> Path:
     """Train the warm-started policy with GRPO and `optimizer_name` for `config.steps` steps; returns the
-    run's JSONL (step 0 holds the warm start's held-out accuracy)."""
+    run's JSONL, named `run_name` (default: the optimizer's; step 0 holds the warm start's held-out accuracy).
+    With `save`, the final policy is written to `<out_dir>/models/<optimizer_name>` for the evaluation."""
     policy, reference = build_policy(config, tokenizer), build_policy(config, tokenizer)
     policy.load_state_dict(warm_state)
     reference.load_state_dict(warm_state)
@@ -96,7 +100,8 @@ def run_grpo(
     actor = actor_config(config.group_size, config.clip_ratio, config.kl_loss_coef)
 
     out = config.out_path
-    tracker = RunTracker(optimizer_name, out / "runs" / f"{optimizer_name}.jsonl", out, vars(config).copy(),
+    run_name = run_name or optimizer_name
+    tracker = RunTracker(run_name, jsonl_path(out, run_name), wandb_dir(out, optimizer_name), vars(config).copy(),
                          config.wandb)
     heldout = heldout_accuracy(policy, tokenizer, heldout_rows, config)
     tracker.log(heldout, step=0)
@@ -136,5 +141,7 @@ def run_grpo(
                         kl=f"{metrics['actor/kl_loss']:.4f}")
     bar.close()
     tracker.finish()
+    if save:
+        save_policy(config, optimizer_name, policy, tokenizer)
     return Path(tracker.file_logger.filepath)
 

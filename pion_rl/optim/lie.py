@@ -7,26 +7,37 @@ import math
 import torch
 from torch import Tensor
 
+from .precision import steering_product
 
-def right_generator(w: Tensor, m: Tensor, matmul_dtype: torch.dtype | None = None) -> Tensor:
-    """``W^T M - M^T W``: the in-side generator, ``(..., c, c)`` for ``w``, ``m`` of ``(..., r, c)``.
 
-    ``M^T W`` is the transpose of ``W^T M``, so one matmul suffices. With ``matmul_dtype`` (e.g. bf16) the
-    product and the difference run in that dtype and the result comes back in it: still exactly skew, since
-    rounded subtraction is sign-symmetric (fl(a - b) = -fl(b - a)).
+def skew(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``X - X^T`` of ``x`` ``(..., n, n)``, rounded once into ``dtype`` (default ``x.dtype``).
+
+    Exactly skew in any dtype: rounding is sign-symmetric, so ``fl(a - b) = -fl(b - a)``.
     """
-    if matmul_dtype is not None:
-        w, m = w.to(matmul_dtype), m.to(matmul_dtype)
-    x = w.mT @ m
-    return x - x.mT
+    out = torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device)
+    return torch.sub(x, x.mT, out=out)
 
 
-def left_generator(w: Tensor, m: Tensor, matmul_dtype: torch.dtype | None = None) -> Tensor:
-    """``M W^T - W M^T``: the out-side generator, ``(..., r, r)``; ``matmul_dtype`` as for the in side."""
-    if matmul_dtype is not None:
-        w, m = w.to(matmul_dtype), m.to(matmul_dtype)
-    y = m @ w.mT
-    return y - y.mT
+def right_product(w: Tensor, m: Tensor, precision: str = "fp32") -> Tensor:
+    """``W^T M``, ``(..., c, c)`` for ``w``, ``m`` of ``(..., r, c)``: the in-side generator is its skew part
+    (``W^T M - M^T W``, as ``M^T W`` is its transpose). Rounded as :func:`steering_product` says."""
+    return steering_product(w.mT, m, precision)
+
+
+def left_product(w: Tensor, m: Tensor, precision: str = "fp32") -> Tensor:
+    """``M W^T``, ``(..., r, r)``: the out-side generator ``M W^T - W M^T`` is its skew part."""
+    return steering_product(m, w.mT, precision)
+
+
+def right_generator(w: Tensor, m: Tensor, precision: str = "fp32", dtype: torch.dtype | None = None) -> Tensor:
+    """``W^T M - M^T W`` ``(..., c, c)``, rounded once into ``dtype`` (default: the product's dtype)."""
+    return skew(right_product(w, m, precision), dtype)
+
+
+def left_generator(w: Tensor, m: Tensor, precision: str = "fp32", dtype: torch.dtype | None = None) -> Tensor:
+    """``M W^T - W M^T`` ``(..., r, r)``, rounded once into ``dtype`` (default: the product's dtype)."""
+    return skew(left_product(w, m, precision), dtype)
 
 
 def rms_step_size(base: Tensor, lr: float, rms_scale: float) -> Tensor:

@@ -6,7 +6,11 @@ Subclasses supply the matrix algorithm (``_matrix_update``) and its state size; 
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,10 +18,67 @@ from torch import Tensor
 
 from .adamw_math import adamw_step
 from .param_groups import param_groups
-from .sharding import in_compute_dtype, local_tensor, make_exchange
+from .sharding import compute_dtype, in_compute_dtype, local_tensor, make_exchange
 
 #: Group keys every matrix optimizer understands besides its own defaults.
 _BOOKKEEPING_KEYS = {"params", "param_names", "algorithm", "initial_lr"}
+
+
+@dataclass(frozen=True)
+class Number:
+    """The values a numeric option may take: a finite real (an integer if ``integer``) between ``low`` and
+    ``high`` (ends excluded when ``*_open``); a tuple of ``length`` such numbers when ``length`` is set; None
+    too when ``optional``."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    length: int | None = None
+    optional: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low > -math.inf and self.high < math.inf:
+            bounds = f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low > -math.inf:
+            bounds = f" {'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            bounds = ""
+        if self.length is not None:
+            kind = f"{self.length} {'integers' if self.integer else 'numbers'}" + (" each" if bounds else "")
+        return kind + bounds + (" or None" if self.optional else "")
+
+    def check(self, owner: str, key: str, value: Any) -> None:
+        """Raise TypeError (not a number) or ValueError (out of range) saying what ``key`` must be."""
+        if value is None and self.optional:
+            return
+        items = [value]
+        if self.length is not None:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != self.length:
+                raise TypeError(f"{owner}: {key} must be {self.describe()}, got {value!r}")
+            items = list(value)
+        for item in items:
+            if isinstance(item, Tensor) and item.numel() == 1 and not self.integer:
+                item = item.item()
+            wanted = numbers.Integral if self.integer else numbers.Real
+            if isinstance(item, bool) or not isinstance(item, wanted):
+                hint = " (a string: give the number itself, without quotes)" if isinstance(item, str) else ""
+                raise TypeError(f"{owner}: {key} must be {self.describe()}, got {value!r}{hint}")
+            too_low = item <= self.low if self.low_open else item < self.low
+            too_high = item >= self.high if self.high_open else item > self.high
+            if not math.isfinite(item) or too_low or too_high:
+                raise ValueError(f"{owner}: {key} must be {self.describe()}, got {value!r}")
+
+
+#: The AdamW fallback's options (and the lr every group has).
+ADAMW_OPTIONS = {
+    "lr": Number(low=0.0),
+    "adamw_betas": Number(low=0.0, high=1.0, high_open=True, length=2),
+    "adamw_eps": Number(low=0.0, low_open=True),
+    "adamw_weight_decay": Number(low=0.0),
+}
 
 
 def _is_named(params: list) -> bool:
@@ -38,6 +99,8 @@ class MatrixOptimizer(torch.optim.Optimizer):
     """
 
     algorithm: str = ""
+    #: The matrix algorithm's numeric options and their valid values (checked for every group).
+    numeric_options: dict[str, Number] = {}
 
     def __init__(self, params, defaults: dict[str, Any], *, head_dim: int | None = None, process_group=None):
         params = list(params)
@@ -58,22 +121,33 @@ class MatrixOptimizer(torch.optim.Optimizer):
                 f"valid options are {sorted(self.defaults)}"
             )
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        try:
+            self._check_group(self.param_groups[-1])
+        except Exception:
+            self.param_groups.pop()  # a rejected group leaves the optimizer as it was
+            raise
+        self._owners = None  # ownership is recomputed over the new set of matrices
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Raise TypeError / ValueError if ``group`` (options filled in, ``params`` tensors) is not valid."""
+        name = type(self).__name__
+        for key, rule in {**ADAMW_OPTIONS, **self.numeric_options}.items():
+            if key in group:
+                rule.check(name, key, group[key])
         if group["algorithm"] not in (self.algorithm, "adamw"):
             raise ValueError(
-                f"{type(self).__name__}: param group algorithm {group['algorithm']!r} must be "
+                f"{name}: param group algorithm {group['algorithm']!r} must be "
                 f"{self.algorithm!r} (2-D matrices) or 'adamw'"
             )
         if group["algorithm"] == self.algorithm:
             for i, p in enumerate(group["params"]):
                 if p.ndim != 2:
                     raise ValueError(
-                        f"{type(self).__name__}: {self._name(group, i)} is not 2-D, but a "
+                        f"{name}: {self._name(group, i)} is not 2-D, but a "
                         f"{self.algorithm!r} group takes only 2-D matrices; put it in an 'adamw' group "
                         f"(pion_rl.optim.param_groups does this by name)"
                     )
             self._check_matrix_group(group)
-        self._owners = None  # ownership is recomputed over the new set of matrices
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         """Validate a matrix group's options (subclasses raise ValueError)."""
@@ -115,23 +189,107 @@ class MatrixOptimizer(torch.optim.Optimizer):
                              f"owner ranks differ; load the state into the same model and param groups")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, after checking, before anything changes, that the saved state is this
+        optimizer kind's, for param groups of the same sizes and algorithms, with valid options, and that every
+        saved tensor has the shape and dtype this optimizer keeps for its parameter (ValueError otherwise)."""
+        groups = self._loadable_groups(state_dict)
         self._check_sharding(state_dict.get("sharding"))
+        params = self._check_saved_state(state_dict["state"], state_dict["param_groups"], groups)
         # torch casts loaded state to each parameter's dtype; our state is kept in the compute dtype (fp32
         # for bf16 params, full-matrix shapes on owner ranks), so it is restored as saved, only moved to the
         # parameter's device; otherwise a resume would not be bit-exact.
         saved_state = state_dict["state"]
-        super().load_state_dict({**state_dict, "state": {}})
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = dict(zip(saved_ids, (p for g in self.param_groups for p in g["params"])))
+        super().load_state_dict({**state_dict, "state": {}, "param_groups": groups})
         for index, entry in saved_state.items():
             p = params[index]
             self.state[p] = {
                 k: v.detach().to(p.device, copy=True) if isinstance(v, Tensor) else v for k, v in entry.items()
             }
 
+    def _loadable_groups(self, state_dict: dict[str, Any]) -> list[dict[str, Any]]:
+        """The saved param groups, checked against this optimizer's and with options this version added (and
+        the save lacks) taken from the current groups."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError(f"{name}: an optimizer state dict has 'state' and 'param_groups'; this one has "
+                             f"{sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"{name}: the saved state has {len(saved_groups)} param group(s), this optimizer "
+                             f"{len(self.param_groups)}; load it into the same model and param groups")
+        groups = []
+        for i, (saved, now) in enumerate(zip(saved_groups, self.param_groups)):
+            algorithm = saved.get("algorithm")
+            if algorithm not in (self.algorithm, "adamw"):
+                raise ValueError(
+                    f"{name}: the saved state is not {name}'s: its param group {i} has algorithm {algorithm!r} "
+                    f"(expected {self.algorithm!r} or 'adamw'); a state saved by another optimizer cannot be "
+                    f"resumed, start the optimizer state afresh")
+            if algorithm != now["algorithm"]:
+                raise ValueError(f"{name}: saved param group {i} is {algorithm!r}, this optimizer's is "
+                                 f"{now['algorithm']!r}; the parameters were routed differently when it was saved")
+            if len(saved["params"]) != len(now["params"]):
+                raise ValueError(f"{name}: saved param group {i} has {len(saved['params'])} parameters, this "
+                                 f"optimizer's {len(now['params'])}; load it into the same model and param groups")
+            unknown = set(saved) - set(self.defaults) - _BOOKKEEPING_KEYS
+            if unknown:
+                raise ValueError(f"{name}: saved param group {i} has option(s) {sorted(unknown)} that {name} "
+                                 f"does not take; it was saved by another optimizer or version")
+            group = {**{k: v for k, v in now.items() if k != "params"}, **saved}
+            with warnings.catch_warnings():  # construction already warned about these options
+                warnings.simplefilter("ignore")
+                self._check_group({**group, "params": now["params"]})
+            groups.append(group)
+        return groups
+
+    def _check_saved_state(self, saved_state: dict, saved_groups: list[dict], groups: list[dict]) -> dict:
+        """Map saved state ids to parameters, checking every entry's keys, shapes and dtypes."""
+        name = type(self).__name__
+        params, options = {}, {}
+        for saved, now, group in zip(saved_groups, self.param_groups, groups):
+            for i, (index, p) in enumerate(zip(saved["params"], now["params"])):
+                params[index], options[index] = p, ({**group, "params": now["params"]}, i)
+        for index, entry in saved_state.items():
+            if index not in params:
+                raise ValueError(f"{name}: the saved state has an entry for parameter id {index!r}, which is in "
+                                 f"none of its param groups; the state dict is damaged")
+            group, i = options[index]
+            expected = self._expected_state(params[index], group)
+            what = self._name(group, i)
+            if set(entry) != set(expected):
+                raise ValueError(f"{name}: the saved state of {what} has {sorted(entry)}, but {name} keeps "
+                                 f"{sorted(expected)} for it; it was saved with other options or by another "
+                                 f"optimizer")
+            for key, (shape, dtype) in expected.items():
+                value = entry[key]
+                if (not isinstance(value, Tensor) or tuple(value.shape) != shape
+                        or dtype is not None and value.dtype != dtype):
+                    got = (f"{tuple(value.shape)} {value.dtype}" if isinstance(value, Tensor)
+                           else type(value).__name__)
+                    raise ValueError(f"{name}: the saved {key!r} of {what} is {got}, but this parameter needs "
+                                     f"{shape} {dtype}; the state was saved for another model (or other "
+                                     f"options); nothing was loaded")
+        return params
+
+    def _expected_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Shape and dtype of every state tensor ``p`` has once stepped: in the compute dtype, full-matrix shapes
+        for matrices (on their owner rank), local-shard shapes for AdamW; ``step`` is a scalar (of torch's
+        default dtype when it was made, so its dtype is not checked: None)."""
+        dtype = compute_dtype(p.dtype)
+        if group["algorithm"] == "adamw":
+            shape = tuple(local_tensor(p).shape)
+            shapes = {"exp_avg": shape, "exp_avg_sq": shape}
+        else:
+            shapes = self._matrix_state_shapes(p, group)
+        return {"step": ((), None), **{k: (tuple(s), dtype) for k, s in shapes.items()}}
+
+    def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Shapes of the matrix state tensors of ``p`` (besides ``step``), in the compute dtype."""
+        raise NotImplementedError
+
     def _matrix_state_numel(self, p: Tensor, group: dict[str, Any]) -> int:
         """Elements of matrix state ``p`` will need: the cost the exchange balances across ranks."""
-        raise NotImplementedError
+        return sum(math.prod(shape) for shape in self._matrix_state_shapes(p, group).values())
 
     def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         """Update the full matrix ``weight`` (compute dtype) of ``p`` in place, using ``self.state[p]``."""

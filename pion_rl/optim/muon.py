@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .matrix_optimizer import MatrixOptimizer
+from .matrix_optimizer import MatrixOptimizer, Number
 from .muon_math import muon_step
 from .newton_schulz import NS_COEFFICIENTS
 
@@ -23,8 +23,8 @@ def _ns_dtype(value) -> torch.dtype:
 
 
 class Muon(MatrixOptimizer):
-    """Muon with the spec's settings: momentum 0.95, Nesterov, 5 quintic Newton-Schulz steps (in bf16),
-    step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
+    """Muon with the paper's settings (``pion_rl/optim/ALGORITHM.md``): momentum 0.95, Nesterov, 5 quintic
+    Newton-Schulz steps (in bf16), step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
 
     ``params``, the ``adamw_*`` options, ``head_dim`` and ``process_group`` are as for :class:`pion_rl.optim.Pion`;
     groups use ``algorithm`` ``"muon"`` or ``"adamw"``. ``ns_dtype`` may be a dtype or a name (``"bfloat16"``,
@@ -32,6 +32,11 @@ class Muon(MatrixOptimizer):
     """
 
     algorithm = "muon"
+    numeric_options = {
+        "momentum": Number(low=0.0, high=1.0, high_open=True), "ns_steps": Number(low=1, integer=True),
+        "ns_coefficients": Number(length=3), "rms_scale": Number(low=0.0, low_open=True),
+        "weight_decay": Number(low=0.0),
+    }
 
     def __init__(
         self,
@@ -61,13 +66,9 @@ class Muon(MatrixOptimizer):
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         _ns_dtype(group["ns_dtype"])
-        if not 0.0 <= group["momentum"] < 1.0:
-            raise ValueError(f"Muon: momentum must lie in [0, 1), got {group['momentum']}")
-        if group["ns_steps"] < 1:
-            raise ValueError(f"Muon: ns_steps must be >= 1, got {group['ns_steps']}")
 
-    def _matrix_state_numel(self, p: Tensor, group: dict[str, Any]) -> int:
-        return p.numel()
+    def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        return {"momentum_buffer": tuple(p.shape)}
 
     def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         state = self.state[p]

@@ -48,7 +48,11 @@ def row_block_for(name: str, tensor: torch.Tensor, head_dim: int | None) -> int 
         return tensor.shape[0] // 2
     if head_dim is not None and module in PER_HEAD_NAMES + FUSED_QKV_NAMES:
         if tensor.shape[0] % head_dim:
-            raise ValueError(f"{name}: {tensor.shape[0]} rows do not split into heads of head_dim={head_dim}")
+            raise ValueError(
+                f"{name}: its {tensor.shape[0]} rows do not split into heads of head_dim={head_dim}. head_dim must be "
+                f"the model's attention head size: read it from the model's config, model.config.head_dim, or "
+                f"model.config.hidden_size // model.config.num_attention_heads when the config has no head_dim"
+            )
         return head_dim
     return None
 

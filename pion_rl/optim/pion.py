@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .matrix_optimizer import MatrixOptimizer
+from .matrix_optimizer import MatrixOptimizer, Number
 from .pion_math import PionSettings, pion_step, state_shapes
 
 
 class Pion(MatrixOptimizer):
-    """Pion for 2-D matrices, with an AdamW fallback for everything else (see ``shared/pion-spec.md``).
+    """Pion for 2-D matrices, with an AdamW fallback for everything else (see ``pion_rl/optim/ALGORITHM.md``).
 
     Args:
         params: tensors, param-group dicts (``algorithm`` ``"pion"`` or ``"adamw"``), or ``(name, tensor)``
@@ -27,9 +27,12 @@ class Pion(MatrixOptimizer):
         second_moment: RMS-normalise the momentum elementwise (``lie_lie``, ``transported_ambient_ambient``).
         row_block: rows per independent block (per-head q/k/v, split fused weights); must divide d_out.
         msign_steps, msign_lambda: Newton-Schulz steps and step multiplier of the ``msign`` variant.
-        generator_dtype: precision of the generator matmuls ``W^T G``, ``G W^T`` (``None``: fp32, the spec's;
-            ``"bfloat16"`` halves their cost on hardware with fast bf16, as Muon's Newton-Schulz does). They
-            only steer the momentum; the rotation applied to W is always computed in fp32 and stays orthogonal.
+        precision: how the matrix products are rounded (:mod:`pion_rl.optim.precision`). ``"fp32"``: all in
+            the compute dtype (fp32; fp64 for fp64 params), the spec-exact reference. ``"bf16"``: the tensor-core
+            path: generators from bf16 inputs, rounded to bf16 (still exactly skew, so every map stays a
+            rotation); the rotation's terms ``W A``, ``(W A) A`` precise in W (split into bf16 terms on CUDA)
+            with fp32 accumulation; msign's Newton-Schulz in bf16. Only A's rounding remains (about 2^-9
+            relative, which steers the step but does not bend the spectrum).
         weight_decay: decoupled decay of Pion matrices. 0 by default: decay shrinks singular values, which
             is exactly what Pion is built not to do.
         adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's options.
@@ -39,11 +42,19 @@ class Pion(MatrixOptimizer):
             nothing: their mesh is used.
 
     State per matrix (top-level tensors of ``optimizer.state[p]``): ``step`` and, for ``lie_lie``, ``m_in``
-    ``(d_in, d_in)`` and ``m_out`` ``(d_out, d_out)`` (with a leading block dim under ``row_block``), plus
+    ``(d_in, d_in)`` and ``m_out`` ``(d_out, d_out)`` (with a leading block dim under ``row_block``; they hold
+    the EMAs of ``W^T G`` and ``G W^T``, whose skew parts are the spec's momenta), plus
     ``v_in``/``v_out`` with ``second_moment``; for the other variants ``m`` (and ``v``) shaped like ``W``.
     """
 
     algorithm = "pion"
+    numeric_options = {
+        "degree": Number(low=1, integer=True), "rms_scale": Number(low=0.0, low_open=True),
+        "betas": Number(low=0.0, high=1.0, high_open=True, length=2, optional=True),
+        "eps": Number(low=0.0, low_open=True), "row_block": Number(low=1, integer=True, optional=True),
+        "msign_steps": Number(low=1, integer=True), "msign_lambda": Number(low=0.0, low_open=True),
+        "weight_decay": Number(low=0.0),
+    }
 
     def __init__(
         self,
@@ -62,7 +73,7 @@ class Pion(MatrixOptimizer):
         row_block: int | None = None,
         msign_steps: int = 5,
         msign_lambda: float = 1.0,
-        generator_dtype: str | None = None,
+        precision: str = "fp32",
         weight_decay: float = 0.0,
         adamw_betas: tuple[float, float] = (0.9, 0.999),
         adamw_eps: float = 1e-8,
@@ -73,7 +84,7 @@ class Pion(MatrixOptimizer):
         defaults = dict(
             lr=lr, variant=variant, update_side=update_side, exp_map=exp_map, degree=degree, scaling=scaling,
             rms_scale=rms_scale, betas=betas, second_moment=second_moment, eps=eps, row_block=row_block,
-            msign_steps=msign_steps, msign_lambda=msign_lambda, generator_dtype=generator_dtype,
+            msign_steps=msign_steps, msign_lambda=msign_lambda, precision=precision,
             weight_decay=weight_decay,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
         )
@@ -105,9 +116,8 @@ class Pion(MatrixOptimizer):
         block = group["row_block"] or rows
         return rows // block, block, cols
 
-    def _matrix_state_numel(self, p: Tensor, group: dict[str, Any]) -> int:
-        shapes = state_shapes(PionSettings.from_group(group), *self._blocks(p, group))
-        return sum(torch.Size(s).numel() for s in shapes.values())
+    def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        return state_shapes(PionSettings.from_group(group), *self._blocks(p, group))
 
     def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         settings = PionSettings.from_group(group)

@@ -1,7 +1,8 @@
 """One Pion step on plain tensors: momentum in the chosen space, generators, step size, rotations.
 
 Everything here works on a batch of matrices ``W`` of shape ``(B, r, c)`` (``B`` row blocks, or 1), in the
-compute dtype (fp32, or fp64 for fp64 parameters). The optimizer class owns state and bookkeeping.
+compute dtype (fp32, or fp64 for fp64 parameters); ``precision`` (:mod:`pion_rl.optim.precision`) says how the
+matrix products are rounded. The optimizer class owns state and bookkeeping.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ import torch
 from torch import Tensor
 
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
-from .lie import left_generator, right_generator, rms_step_size
+from .lie import left_generator, left_product, right_generator, right_product, rms_step_size, skew
 from .newton_schulz import NS_COEFFICIENTS, msign
+from .precision import PRECISIONS, as_multiplier, generator_dtype, times_generator
 
 VARIANTS = ("lie_lie", "transported_ambient_ambient", "msign")
 UPDATE_SIDES = ("both", "alternate", "left", "right")
 SIDE_ALIASES = {"out": "left", "in": "right"}
 SCALINGS = ("rms", "none")
 #: First-moment beta per variant when the caller gives none (the spec's msign uses 0.95).
-#: Precisions the generator matmuls may run in (None: the compute dtype).
-GENERATOR_DTYPES = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_BETAS = {"lie_lie": (0.9, 0.999), "transported_ambient_ambient": (0.9, 0.999), "msign": (0.95, 0.999)}
 
 
@@ -41,7 +41,7 @@ class PionSettings:
     eps: float = 1e-8
     msign_steps: int = 5
     msign_lambda: float = 1.0
-    generator_dtype: str | None = None
+    precision: str = "fp32"
 
     def __post_init__(self):
         def check(ok: bool, what: str):
@@ -58,8 +58,7 @@ class PionSettings:
         check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must lie in [0, 1), got {self.betas}")
         check(self.eps > 0.0, f"eps must be > 0, got {self.eps}")
         check(self.msign_steps >= 1, f"msign_steps must be >= 1, got {self.msign_steps}")
-        check(self.generator_dtype in GENERATOR_DTYPES,
-              f"unknown generator_dtype {self.generator_dtype!r}; expected one of {tuple(GENERATOR_DTYPES)}")
+        check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         check(not (self.variant == "msign" and self.second_moment),
               "the msign variant has no second moment; set second_moment=False")
 
@@ -74,7 +73,7 @@ class PionSettings:
             rms_scale=float(group["rms_scale"]), betas=tuple(float(b) for b in betas),
             second_moment=bool(group["second_moment"]), eps=float(group["eps"]),
             msign_steps=int(group["msign_steps"]), msign_lambda=float(group["msign_lambda"]),
-            generator_dtype=group["generator_dtype"],
+            precision=group["precision"],
         )
 
     def sides(self, step: int) -> tuple[bool, bool]:
@@ -114,37 +113,58 @@ def _precondition(m: Tensor, v: Tensor | None, eps: float) -> Tensor:
     return m if v is None else m / (v.sqrt() + eps)
 
 
+def _lie_generator(m: Tensor, v: Tensor | None, eps: float, dtype: torch.dtype) -> Tensor:
+    """The applied generator of a ``lie_lie`` side: the skew part of its momentum buffer (preconditioned by
+    the symmetric ``v``, which keeps it skew), rounded once into ``dtype``."""
+    if v is None:
+        return skew(m, dtype)
+    return _precondition(skew(m), v, eps).to(dtype)
+
+
+def _msign_generator(half_generator: Tensor, s: PionSettings, compute: torch.dtype) -> Tensor:
+    """``msign`` of the half generator; under ``bf16`` Newton-Schulz runs in bf16 (as Muon's) and its result is
+    projected back onto the skew matrices (exact arithmetic keeps it skew, bf16 rounding does not)."""
+    if s.precision == "fp32":
+        return msign(half_generator.to(compute), s.msign_steps, NS_COEFFICIENTS, compute)
+    u = msign(half_generator, s.msign_steps, NS_COEFFICIENTS, torch.bfloat16)
+    return skew(0.5 * u.to(compute), torch.bfloat16)  # halving is exact; one rounding, so exactly skew
+
+
 def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: PionSettings) -> dict[str, Tensor]:
-    """Update ``w`` and the momentum buffers of ``state`` in place; return per-block statistics of the step.
+    """Update ``w`` and the momentum buffers of ``state`` in place.
 
     Args:
         w: ``(B, r, c)`` weights in the compute dtype; ``B`` independent matrices (row blocks).
         g: ``(B, r, c)`` gradient, same dtype.
-        state: buffers shaped as :func:`state_shapes` says (viewed to carry the batch dim here).
+        state: buffers shaped as :func:`state_shapes` says (viewed to carry the batch dim here). ``lie_lie``
+            keeps ``m_in = EMA(W^T G)`` ``(c, c)`` and ``m_out = EMA(G W^T)`` ``(r, r)``: the spec's momenta
+            are their skew parts (the EMA is linear), so each update is one pass with no ``X - X^T`` formed,
+            and only the applied side's skew part is ever formed.
         step: this parameter's step number, counting from 1 (selects the side under ``alternate``).
     Returns:
-        ``{"step_size": (B,), "generator_norm": (B,)}`` in ``w``'s dtype and device: the step applied to each
-        block (positive), and the Frobenius norm of the applied generator ``step_size * A`` (for two sides,
-        the mean of their norms). Tensors, so reading them costs no device sync here.
+        ``{"step_size": (B,), "generator_norm": (B,)}`` in the compute dtype: the step applied to each block
+        (the RMS-scaled alpha, ``lr``, or ``lr * msign_lambda``; positive, the descent sign excluded) and the
+        Frobenius norm of the applied generator ``alpha * A`` (for two sides, the mean of their norms).
     """
-    state = {k: t.view(w.shape[0], *t.shape[-2:]) for k, t in state.items()}
+    blocks, compute = w.shape[0], w.dtype
+    state = {k: t.view(blocks, *t.shape[-2:]) for k, t in state.items()}
     right, left = s.sides(step)
     beta1, beta2 = s.betas
-    low = GENERATOR_DTYPES[s.generator_dtype]
+    low = generator_dtype(s.precision, compute)
     carried = None  # the ambient momentum, rotated along with W by the transported variant
 
     # Each applied rotation is E(scale * a) with a skew `a`; the descent direction's sign and the step size
     # live in `scale`, so no generator-sized tensor is negated or scaled.
     if s.variant == "lie_lie":
-        g_in, g_out = right_generator(w, g, low), left_generator(w, g, low)
+        x_in, x_out = right_product(w, g, s.precision), left_product(w, g, s.precision)
         # Both momenta move every step, whichever side is applied.
-        _ema(state["m_in"], g_in, beta1)
-        _ema(state["m_out"], g_out, beta1)
+        _ema(state["m_in"], x_in, beta1)
+        _ema(state["m_out"], x_out, beta1)
         if s.second_moment:
-            _ema_square(state["v_in"], g_in, beta2)
-            _ema_square(state["v_out"], g_out, beta2)
-        a_in = _precondition(state["m_in"], state.get("v_in"), s.eps) if right else None
-        a_out = _precondition(state["m_out"], state.get("v_out"), s.eps) if left else None
+            _ema_square(state["v_in"], skew(x_in), beta2)
+            _ema_square(state["v_out"], skew(x_out), beta2)
+        a_in = _lie_generator(state["m_in"], state.get("v_in"), s.eps, low) if right else None
+        a_out = _lie_generator(state["m_out"], state.get("v_out"), s.eps, low) if left else None
     else:
         m = state["m"]
         _ema(m, g, beta1)
@@ -152,22 +172,23 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
             if s.second_moment:
                 _ema_square(state["v"], m, beta2)  # the square of m, not of g
             m_tilde = _precondition(m, state.get("v"), s.eps)
-            a_in = right_generator(w, m_tilde, low).to(w.dtype) if right else None
-            a_out = left_generator(w, m_tilde, low).to(w.dtype) if left else None
+            a_in = right_generator(w, m_tilde, s.precision, low) if right else None
+            a_out = left_generator(w, m_tilde, s.precision, low) if left else None
             carried = m
         else:  # msign: orthogonalised half-generators with a fixed step, no RMS scaling
-            a_in = msign(0.5 * right_generator(w, m, low).to(w.dtype), s.msign_steps, NS_COEFFICIENTS, w.dtype) if right else None
-            a_out = msign(0.5 * left_generator(w, m, low).to(w.dtype), s.msign_steps, NS_COEFFICIENTS, w.dtype) if left else None
+            a_in = _msign_generator(0.5 * right_generator(w, m, s.precision, low), s, compute) if right else None
+            a_out = _msign_generator(0.5 * left_generator(w, m, s.precision, low), s, compute) if left else None
 
-    wa = w @ a_in if a_in is not None else None
-    aw = a_out @ w if a_out is not None else None
+    a_in, a_out = (None if a is None else as_multiplier(a, compute) for a in (a_in, a_out))
+    wa = times_generator(w, a_in) if a_in is not None else None
+    aw = -times_generator(w.mT, a_out).mT if a_out is not None else None  # A W = -(W^T A)^T for skew A
     if s.variant == "msign":
-        step_size = s.lr * s.msign_lambda
+        step_size = torch.full((blocks, 1, 1), s.lr * s.msign_lambda, dtype=compute, device=w.device)
     elif s.scaling == "rms":
         base = wa if aw is None else aw if wa is None else wa + aw
         step_size = rms_step_size(base, s.lr, s.rms_scale)
     else:
-        step_size = s.lr
+        step_size = torch.full((blocks, 1, 1), s.lr, dtype=compute, device=w.device)
     scale = -step_size  # descend: rotate along -a
 
     # Right first, then left, as the spec's bilateral map says.
@@ -182,8 +203,7 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         if carried is not None:
             carried.copy_(rotate_left(carried, a_out, scale, s.exp_map, s.degree))
     w.copy_(new_w)
-    sizes = (step_size.reshape(-1) if torch.is_tensor(step_size)
-             else torch.full((w.shape[0],), step_size, dtype=w.dtype, device=w.device))
-    applied = [a for a in (a_in, a_out) if a is not None]
-    generator_norm = sizes * sum(torch.linalg.matrix_norm(a) for a in applied) / len(applied)
-    return {"step_size": sizes, "generator_norm": generator_norm}
+
+    norms = [torch.linalg.matrix_norm(a, dtype=compute) for a in (a_in, a_out) if a is not None]
+    step_size = step_size.view(blocks)
+    return {"step_size": step_size, "generator_norm": step_size * torch.stack(norms).mean(0)}

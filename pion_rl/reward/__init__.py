@@ -4,7 +4,7 @@ In verl (0.9.1), point the custom reward at this package::
 
     reward.custom_reward_function.path=pkg://pion_rl.reward
     reward.custom_reward_function.name=compute_score
-    +reward.custom_reward_function.reward_kwargs.mode=math_verify   # optional; default "strict"
+    reward.custom_reward_function.reward_kwargs.mode=math_verify   # optional; the recipes set "strict"
 
 verl's default reward manager (``naive``) calls ``compute_score`` once per response from a thread pool and
 turns the returned dict into the reward (``score``) plus per-sample metrics (``acc``, ``pred``).
@@ -12,6 +12,7 @@ turns the returned dict into the reward (``score``) plus per-sample metrics (``a
 
 from pion_rl.reward.boxed import MAX_ANSWER_CHARS, last_boxed_answer
 from pion_rl.reward.normalize import normalize_answer
-from pion_rl.reward.score import DATA_SOURCES, MODES, compute_score
+from pion_rl.reward.score import DATA_SOURCES, MODES, check_options, compute_score, missing_ground_truth_count
 
-__all__ = ["DATA_SOURCES", "MAX_ANSWER_CHARS", "MODES", "compute_score", "last_boxed_answer", "normalize_answer"]
+__all__ = ["DATA_SOURCES", "MAX_ANSWER_CHARS", "MODES", "check_options", "compute_score", "last_boxed_answer",
+           "missing_ground_truth_count", "normalize_answer"]

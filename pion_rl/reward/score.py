@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import threading
+from collections.abc import Sequence
+from typing import Any
 
 from pion_rl.reward import symbolic
 from pion_rl.reward.boxed import MAX_ANSWER_CHARS, last_boxed_answer
@@ -17,12 +22,73 @@ DATA_SOURCES = ("deepmath", "aime24", "aime25", "amc23", "math500", "minerva", "
 # Keyword arguments verl 0.9.1's reward managers add to the call when a reward model router is configured.
 _VERL_CALL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 _warned_sources: set[str] = set()
+# Responses scored against a missing or empty ground truth, in this process (verl scores in worker processes,
+# so the count lives where the warnings are logged).
+_missing_ground_truths = 0
+_missing_lock = threading.Lock()
+
+
+def check_options(*, mode: str = "strict", verify_timeout_s: float = 1.0, **verl_kwargs) -> None:
+    """Raise ValueError / TypeError, saying what to change, for options `compute_score` would reject:
+    ``mode`` one of :data:`MODES`, ``verify_timeout_s`` a number of seconds > 0, no unknown keyword.
+
+    Takes ``reward.custom_reward_function.reward_kwargs`` as keyword arguments, as verl passes them; the
+    recipes' ``DRY_RUN=1`` calls it so a bad option fails before a run is launched, not at its first reward.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown reward mode {mode!r}: use one of {MODES} (reward_kwargs.mode)")
+    timeout = verify_timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not 0 < timeout < math.inf:
+        raise ValueError(
+            f"reward_kwargs.verify_timeout_s must be a number of seconds > 0 (each math-verify comparison is "
+            f"killed after it), got {verify_timeout_s!r}"
+        )
+    unknown_kwargs = set(verl_kwargs) - _VERL_CALL_KWARGS
+    if unknown_kwargs:
+        raise TypeError(
+            f"compute_score got unknown keyword arguments {sorted(unknown_kwargs)}: the reward accepts mode= "
+            f"and verify_timeout_s= (check reward.custom_reward_function.reward_kwargs)"
+        )
+
+
+def missing_ground_truth_count() -> int:
+    """How many responses this process scored 0 because their ground truth was missing or empty."""
+    return _missing_ground_truths
+
+
+def _count_missing_ground_truth(data_source: str) -> None:
+    global _missing_ground_truths
+    with _missing_lock:
+        _missing_ground_truths += 1
+        count = _missing_ground_truths
+    if math.log10(count).is_integer():  # the 1st, 10th, 100th...: data errors show without flooding the log
+        logger.warning(
+            "%d response(s) so far had a missing or empty ground truth (latest from data_source %r) and scored "
+            "0; check the dataset's reward_model.ground_truth column", count, data_source,
+        )
+
+
+def _ground_truths(ground_truth: Any) -> list[str | float]:
+    """The acceptable answers a ground truth gives: a string, a number as a float, each element of a list /
+    tuple / array; nothing for None, NaN or an empty string."""
+    if ground_truth is None:
+        return []
+    if isinstance(ground_truth, str):
+        return [ground_truth] if ground_truth.strip() else []
+    if isinstance(ground_truth, numbers.Real) and not isinstance(ground_truth, bool):
+        return [] if math.isnan(ground_truth) else [float(ground_truth)]
+    if isinstance(ground_truth, Sequence) or hasattr(ground_truth, "tolist"):  # numpy arrays from parquet
+        items = ground_truth.tolist() if hasattr(ground_truth, "tolist") else list(ground_truth)
+        if not isinstance(items, list):  # a numpy scalar
+            return _ground_truths(items)
+        return [answer for item in items for answer in _ground_truths(item)]
+    return [str(ground_truth)]
 
 
 def compute_score(
     data_source: str,
     solution_str: str,
-    ground_truth: str,
+    ground_truth: Any,
     extra_info: dict | None = None,
     *,
     mode: str = "strict",
@@ -44,36 +110,45 @@ def compute_score(
       comparisons of ordinary answers take 1 to 100 ms. The first call of a process (per concurrent
       thread) also starts a worker: 1 to 3 s of imports.
 
-    verl passes ``reward.custom_reward_function.reward_kwargs`` as keyword arguments, so
-    ``+reward.custom_reward_function.reward_kwargs.mode=math_verify`` selects the mode. ``extra_info`` and the
+    ``ground_truth`` is normally a string. A number is compared in its plain form (27.0 as "27", 0.5 as
+    "0.5"); a list (tuple, numpy array) lists acceptable answers, any of which scores 1. A missing ground
+    truth (None, NaN, an empty string or list) scores 0 and is counted (:func:`missing_ground_truth_count`,
+    and a logged warning at the 1st, 10th, 100th... occurrence), so data errors show.
+
+    verl passes ``reward.custom_reward_function.reward_kwargs`` as keyword arguments, so the override
+    ``reward.custom_reward_function.reward_kwargs.mode=math_verify`` selects the mode (no ``+``: the recipe
+    config already sets ``mode``). ``extra_info`` and the
     keyword arguments verl adds for reward models are ignored. The three keys are always present (verl
     stacks ``reward_extra_info`` across samples, key by key); ``pred`` feeds verl's majority-vote metrics.
 
     Never raises on the content of ``solution_str`` or ``ground_truth`` and returns in bounded time for any
     of them (answers longer than ``MAX_ANSWER_CHARS`` count as no answer). Raises only for a configuration
-    error: an unknown ``mode`` or keyword argument, or a math-verify worker that cannot start.
+    error: bad options (see :func:`check_options`), an unknown keyword argument, or a math-verify worker
+    that cannot start.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown reward mode {mode!r}: use one of {MODES} (reward_kwargs.mode)")
-    unknown_kwargs = set(verl_kwargs) - _VERL_CALL_KWARGS
-    if unknown_kwargs:
-        raise TypeError(
-            f"compute_score got unknown keyword arguments {sorted(unknown_kwargs)}: the reward accepts mode= "
-            f"and verify_timeout_s= (check reward.custom_reward_function.reward_kwargs)"
-        )
+    check_options(mode=mode, verify_timeout_s=verify_timeout_s, **verl_kwargs)
     if data_source not in DATA_SOURCES and data_source not in _warned_sources:
         _warned_sources.add(data_source)
         logger.warning(
             "data_source %r is not one of %s; scoring it with the boxed-answer rule", data_source, DATA_SOURCES
         )
 
+    answers = _ground_truths(ground_truth)
+    if not answers:
+        _count_missing_ground_truth(data_source)
     pred = last_boxed_answer(solution_str if isinstance(solution_str, str) else str(solution_str))
-    correct = pred is not None and _matches(pred, str(ground_truth), mode, verify_timeout_s)
+    correct = pred is not None and any(_matches(pred, answer, mode, verify_timeout_s) for answer in answers)
     return {"score": 1.0 if correct else 0.0, "acc": correct, "pred": pred or ""}
 
 
-def _matches(pred: str, ground_truth: str, mode: str, verify_timeout_s: float) -> bool:
+def _matches(pred: str, ground_truth: str | float, mode: str, verify_timeout_s: float) -> bool:
     normal_pred = normalize_answer(pred)
+    if isinstance(ground_truth, float):
+        # A numeric ground truth matches the same number however it is written ("27", "27.0");
+        # math-verify (if on) then compares its plain form ("27", "0.5") with forms like \frac{1}{2}.
+        if _as_number(normal_pred) == ground_truth:
+            return True
+        ground_truth = str(int(ground_truth)) if ground_truth.is_integer() else repr(ground_truth)
     if normal_pred and normal_pred == normalize_answer(ground_truth):
         return True
     return (
@@ -82,3 +157,10 @@ def _matches(pred: str, ground_truth: str, mode: str, verify_timeout_s: float) -
         and len(ground_truth) <= MAX_ANSWER_CHARS
         and symbolic.equivalent(ground_truth, pred, verify_timeout_s)
     )
+
+
+def _as_number(answer: str) -> float | None:
+    try:
+        return float(answer) if len(answer) <= 64 else None
+    except ValueError:
+        return None

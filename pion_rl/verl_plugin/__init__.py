@@ -4,6 +4,7 @@
   from ``named_parameters()`` (load it with ``actor_rollout_ref.model.external_lib=pion_rl.verl_plugin.engine``).
 - :mod:`.optimizer_config`: the rules on ``actor_rollout_ref.actor.optim`` (names, FSDP2, head_dim).
 - :mod:`.compose`: prints a recipe's fully composed Hydra config (the recipes' ``DRY_RUN=1``).
+- :mod:`.worker_build`: builds what the workers build from that config (optimizer, reward options) on stand-ins.
 
 This package does not import verl itself, so the optimizer package stays usable without it.
 """

@@ -5,9 +5,10 @@
 
 Composes with Hydra's compose API against verl's real config tree (the recipe configs put
 ``pkg://verl.trainer.config`` on the search path), exactly as ``python -m verl.trainer.main_ppo
---config-path ... --config-name ...`` would, then runs verl's ``validate_config`` and pion-rl's optimizer
-checks. Needs no GPU, Ray, data or model. stdout carries the YAML and nothing else (anything a library prints
-goes to stderr); a bad override or config exits 1 with the reason on stderr.
+--config-path ... --config-name ...`` would, then runs pion-rl's optimizer checks, builds the actor's optimizer and the reward's options as the workers
+will (:mod:`pion_rl.verl_plugin.worker_build`) and runs verl's ``validate_config``, so what a worker would
+reject fails here. Needs no GPU, Ray, data or model. stdout carries the YAML and nothing else (anything a
+library prints goes to stderr); a bad override or config exits 1 with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ def compose_config(config_dir: str | Path, config_name: str, overrides: list[str
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from .optimizer_config import check_optimizer_config
+    from .worker_build import build_as_workers
 
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         config = compose(config_name=config_name, overrides=overrides)
-    actor = config.actor_rollout_ref.actor
-    check_optimizer_config(actor.optim, actor.strategy)
+    # pion-rl's optimizer checks included; first, because validate_config announces success on stderr.
+    build_as_workers(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     return config
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             config = compose_config(args.config_dir, args.config_name, args.overrides)
             text = OmegaConf.to_yaml(config, resolve=True)
         except Exception as error:  # noqa: BLE001 - the CLI reports any failure as one line, then exits 1
-            print(f"pion_rl.verl_plugin.compose: {type(error).__name__}: {error}", file=sys.stderr)
+            reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # one line
+            print(f"pion_rl.verl_plugin.compose: {type(error).__name__}: {reason}", file=sys.stderr)
             return 1
     sys.stdout.write(text)
     return 0

@@ -1,0 +1,112 @@
+"""What a GPU recipe needs, checked before Ray starts: one line per missing piece, with the command that fixes it.
+
+    python -m pion_rl.verl_plugin.preflight --n-gpus 8 --train FILE [--val FILE ...]
+
+Checks verl 0.9.1 (the real package, not the checkout's ``verl/`` docs folder), verl's GPU-only dependencies,
+the number of CUDA devices, the data files, and that pion-rl imports outside this checkout (Ray workers import
+the optimizer, engine and reward by name). Exit status 0 when all is there, else 1 with the lines on stderr.
+Standard library only at import time: it must run under any interpreter, including one without verl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Modules a verl 0.9.1 GPU run imports that a CPU install lacks, and how to get each.
+GPU_MODULES = {
+    "vllm": "pip install -r {repo}/verl/requirements-gpu.txt",
+    "transfer_queue": "pip install -r {repo}/verl/requirements-gpu.txt",
+    "flash_attn": "pip install --no-build-isolation flash-attn==2.8.3",
+}
+
+
+def find_module(name: str) -> bool:
+    """True if module ``name`` (dotted) is importable here, found without importing it (verl's import takes
+    seconds): the top-level package's spec, then the submodule's file under its search locations."""
+    top, *rest = name.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not rest:
+        return spec is not None
+    return any((Path(location, *rest[:-1]) / f"{rest[-1]}.py").is_file()
+               or (Path(location, *rest) / "__init__.py").is_file()
+               for location in spec.submodule_search_locations or ())
+
+
+def cuda_device_count() -> int | None:
+    """CUDA devices torch sees; None if torch itself does not import (the verl check reports that)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.device_count()
+
+
+def pion_rl_outside_checkout() -> bool:
+    """True if a fresh interpreter started outside this checkout imports pion_rl, as a Ray worker must."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFLIGHT_PYTHONPATH"}
+    env["PYTHONPATH"] = os.environ.get("PREFLIGHT_PYTHONPATH", "")  # the user's, not the one added to run this
+    result = subprocess.run([sys.executable, "-c", "import pion_rl"], cwd="/", env=env, capture_output=True)
+    return result.returncode == 0
+
+
+def missing_pieces(
+    n_gpus: int,
+    train_files: list[str],
+    val_files: list[str],
+    find: Callable[[str], bool] = find_module,
+    cuda_devices: Callable[[], int | None] = cuda_device_count,
+    pion_rl_importable: Callable[[], bool] = pion_rl_outside_checkout,
+    python: str = sys.executable,
+) -> list[str]:
+    """One line per missing piece, each naming what is missing and the command that fixes it."""
+    problems = []
+    if not find("verl.trainer.main_ppo"):
+        found = "import verl finds only the checkout's verl/ docs folder" if find("verl") else "no verl at all"
+        problems.append(f"verl 0.9.1 is not installed for {python} ({found}): "
+                        f"{python} -m pip install -r {REPO_ROOT}/verl/requirements-gpu.txt")
+    for module, fix in GPU_MODULES.items():
+        if not find(module):
+            problems.append(f"verl's GPU stack lacks {module}: {python} -m {fix.format(repo=REPO_ROOT)}")
+    devices = cuda_devices()
+    if devices is not None and devices < n_gpus:
+        problems.append(f"{devices} CUDA device(s) visible, the run needs N_GPUS={n_gpus}: run on a node with "
+                        f"{n_gpus} GPUs, or set N_GPUS to this node's count (nvidia-smi -L lists them)")
+    for file in train_files:
+        if not Path(file).expanduser().is_file():
+            problems.append(f"training data {file} is missing: {python} {REPO_ROOT}/data_prep/deepmath.py "
+                            f"--out {Path(file).expanduser().parent}")
+    for file in val_files:
+        if not Path(file).expanduser().is_file():
+            path = Path(file).expanduser()
+            problems.append(f"validation set {file} is missing: {python} {REPO_ROOT}/data_prep/eval_sets.py "
+                            f"--out {path.parent} --names {path.stem}")
+    if not pion_rl_importable():
+        problems.append(f"pion-rl does not import outside this checkout, so Ray workers cannot load it: "
+                        f"{python} -m pip install -e {REPO_ROOT}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-gpus", type=int, required=True)
+    parser.add_argument("--train", nargs="*", default=[], help="training parquet files")
+    parser.add_argument("--val", nargs="*", default=[], help="validation parquet files")
+    args = parser.parse_args(argv)
+    problems = missing_pieces(args.n_gpus, args.train, args.val)
+    for line in problems:
+        print(f"preflight: {line}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""pion_rl.evaluate: statistics against hand-computed values, the files it writes, both generation backends."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pion_rl.evaluate import cli, paper, stats
+from pion_rl.evaluate.generation import Progress, Request, Sampling
+from pion_rl.evaluate.results import benchmark_result, read_results, render_table, write_results
+
+# --- statistics ---------------------------------------------------------------------------------------------
+
+
+def test_avg_at_k_and_standard_error_by_hand():
+    scores = [[1, 0], [1, 1], [0, 0]]
+    assert stats.avg_at_k(scores) == 0.5
+    # per-problem means 0.5, 1, 0: sample sd 0.5, se 0.5 / sqrt(3)
+    assert stats.standard_error(scores) == pytest.approx(0.5 / 3 ** 0.5, rel=1e-12)
+    assert stats.standard_error([[1, 0, 1]]) is None
+
+
+def test_paired_bootstrap_interval_by_hand():
+    # Differences per problem 0, 0, 0, 1: a replicate's mean is X / 4 with X ~ Binomial(4, 1/4).
+    # P(X = 0) = 0.316 > 2.5%, so the low end is 0; P(X >= 3) = 0.0508 > 2.5% > P(X = 4) = 0.0039: high end 0.75.
+    baseline = {"b": [[0, 0], [0, 0], [0, 0], [0, 0]]}
+    candidate = {"b": [[0, 0], [0, 0], [0, 0], [1, 1]]}
+    out = stats.paired_bootstrap(baseline, candidate, n_resamples=40_000, seed=1)
+    assert out["b"] == (0.25, 0.0, 0.75)
+    assert out["avg"] == out["b"]
+    # A constant per-problem difference has no spread; swapping the models flips the sign.
+    same = stats.paired_bootstrap({"b": [[0, 1]] * 5}, {"b": [[1, 1]] * 5})
+    assert same["b"] == (0.5, 0.5, 0.5)
+    flipped = stats.paired_bootstrap(candidate, baseline, n_resamples=40_000, seed=1)
+    assert flipped["b"] == (-0.25, -0.75, 0.0)
+
+
+def test_bootstrap_avg_resamples_each_benchmark_and_averages():
+    # Benchmark x: difference exactly 1 on every problem; benchmark y: exactly 0. Avg = 0.5, no spread.
+    out = stats.paired_bootstrap({"x": [[0]] * 3, "y": [[1]] * 7}, {"x": [[1]] * 3, "y": [[1]] * 7})
+    assert out["avg"] == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="same problems"):
+        stats.paired_bootstrap({"x": [[0]] * 3}, {"x": [[0]] * 4})
+
+
+# --- files --------------------------------------------------------------------------------------------------
+
+# The paper's Table 3, as printed (accuracy %, AIME24 AIME25 AMC23 Minerva Olymp Avg).
+PAPER_QWEN3 = {
+    "base": "4.06 | 10.10 | 30.27 | 16.27 | 23.67 | 16.87",
+    "AdamW": "22.71 | 20.94 | 58.43 | 25.91 | 46.09 | 34.82",
+    "Muon": "20.42 | 19.27 | 54.22 | 24.08 | 42.41 | 32.08",
+    "Pion": "25.42 | 21.98 | 59.94 | 26.84 | 46.43 | 36.12",
+}
+PAPER_R1 = {
+    "base": "20.52 | 20.83 | 54.06 | 19.39 | 36.20 | 30.20",
+    "AdamW": "25.42 | 23.94 | 62.65 | 23.16 | 44.69 | 35.97",
+    "Muon": "29.06 | 23.33 | 66.72 | 22.89 | 44.61 | 37.32",
+    "Pion": "30.00 | 24.38 | 66.87 | 23.90 | 46.43 | 38.32",
+}
+
+
+def _five_benchmark_results(base_label):
+    rng = np.random.default_rng(0)
+    models = {name: {b: benchmark_result(rng.integers(0, 2, size=(6, 4)).tolist()) for b in paper.BENCHMARKS}
+              for name in ("adamw", "pion")}
+    return {"settings": {"backend": "hf", "seed": 0, "base_models": {"adamw": base_label, "pion": base_label}},
+            "models": models}
+
+
+def test_results_json_round_trips(tmp_path):
+    results = _five_benchmark_results("Qwen3-1.7B")
+    results["models"]["adamw"]["aime24"] = benchmark_result([[1.0, 0.0, 1.0]])  # se None for one problem
+    del results["models"]["pion"]
+    json_path, table_path = write_results(tmp_path, results["settings"], results["models"])
+    assert read_results(tmp_path) == results == read_results(json_path)
+    assert table_path.read_text() == render_table(results)
+
+
+@pytest.mark.parametrize(("label", "rows"), [("Qwen3-1.7B", PAPER_QWEN3), ("R1-Distill-1.5B", PAPER_R1)])
+def test_table_has_the_papers_rows_verbatim_for_the_same_base_model(label, rows):
+    table = render_table(_five_benchmark_results(label))
+    for row, cells in rows.items():
+        assert f"| paper: {label} {row} | {cells} |" in table
+    other = PAPER_R1 if rows is PAPER_QWEN3 else PAPER_QWEN3
+    assert other["AdamW"] not in table
+    assert "| AIME24 (avg@4) | AIME25 (avg@4) | AMC23 (avg@4) | Minerva (avg@4) | Olymp (avg@4) | Avg |" in table
+
+
+def test_table_rows_and_differences_match_the_scores():
+    results = _five_benchmark_results("Qwen3-1.7B")
+    models = results["models"]
+    table = render_table(results)
+    avg = {n: sum(models[n][b]["avg"] for b in paper.BENCHMARKS) / 5 for n in models}
+    adamw_row = next(line for line in table.splitlines() if line.startswith("| adamw |"))
+    assert adamw_row.split(" | ")[1] == f"{100 * models['adamw']['aime24']['avg']:.2f} ± " \
+                                         f"{100 * models['adamw']['aime24']['se']:.2f}"
+    assert adamw_row.split(" | ")[-1].startswith(f"{100 * avg['adamw']:.2f} ± ")
+    diff_row = next(line for line in table.splitlines() if line.startswith("| pion − adamw |"))
+    assert diff_row.split(" | ")[-1].startswith(f"{100 * (avg['pion'] - avg['adamw']):+.2f} [")
+
+
+def test_table_without_a_paper_base_model_says_so():
+    results = _five_benchmark_results(None)
+    assert "No rows from the paper" in render_table(results) and "| paper:" not in render_table(results)
+
+
+def test_paper_base_models_are_recognised_from_their_configs():
+    qwen3 = {"architectures": ["Qwen3ForCausalLM"], "hidden_size": 2048, "num_hidden_layers": 28}
+    r1 = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536, "num_hidden_layers": 28}
+    assert paper.base_model_of(qwen3).label == "Qwen3-1.7B" and paper.base_model_of(qwen3).max_response_length == 4096
+    assert paper.base_model_of(r1).label == "R1-Distill-1.5B" and paper.base_model_of(r1).max_response_length == 8192
+    assert paper.base_model_of({**qwen3, "num_hidden_layers": 2}) is None
+
+
+# --- the hf backend end to end --------------------------------------------------------------------------------
+
+ANSWER = "\\boxed{7}"
+
+
+def write_chain_model(directory):
+    """A tiny Qwen3 that answers every prompt with ANSWER then eos: its attention and MLP outputs are zero, so
+    the next token is a fixed function of the current one (a chain from the prompt's last token, "\\n")."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from pion_rl.demo.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    vocab = len(tokenizer)
+    config = Qwen3Config(vocab_size=vocab, hidden_size=vocab + 1, intermediate_size=8, num_hidden_layers=1,
+                         num_attention_heads=1, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
+                         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    model = Qwen3ForCausalLM(config)
+    chain = tokenizer.encode("\n" + ANSWER, add_special_tokens=False) + [tokenizer.eos_token_id]
+    successor = torch.full((vocab,), tokenizer.eos_token_id)
+    successor[chain[:-1]] = torch.tensor(chain[1:])
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                param.zero_()
+        model.model.embed_tokens.weight.copy_(torch.eye(vocab, vocab + 1))
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[successor, torch.arange(vocab)] = 10.0  # logit gap ~160 after the final norm
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _rows(source, truths):
+    return [{"data_source": source, "prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+             "reward_model": {"style": "rule", "ground_truth": t}, "extra_info": {"index": i}}
+            for i, t in enumerate(truths)]
+
+
+def test_hf_backend_end_to_end(tmp_path, capsys):
+    model = write_chain_model(tmp_path / "model")
+    pd.DataFrame(_rows("synthetic_arith", ["7", "7", "8", "7"])).to_parquet(tmp_path / "a.parquet")
+    pd.DataFrame(_rows("amc23", ["7", "12"])).to_parquet(tmp_path / "b.parquet")
+    code = cli.main(["--model", f"first={model}", "--model", f"second={model}", "--data", str(tmp_path / "a.parquet"),
+                     str(tmp_path / "b.parquet"), "--k", "synthetic_arith=3,amc23=2", "--backend", "hf",
+                     "--max-new-tokens", "20", "--out", str(tmp_path / "out")])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    for name in ("first", "second"):
+        arith, amc = results["models"][name]["synthetic_arith"], results["models"][name]["amc23"]
+        assert arith["scores"] == [[1.0] * 3, [1.0] * 3, [0.0] * 3, [1.0] * 3]
+        assert (arith["avg"], arith["k"], arith["n_problems"]) == (0.75, 3, 4)
+        assert arith["se"] == pytest.approx(0.25)  # per-problem means 1, 1, 0, 1: sd 0.5 over sqrt(4)
+        assert amc["scores"] == [[1.0, 1.0], [0.0, 0.0]] and amc["avg"] == 0.5
+    settings = results["settings"]
+    assert (settings["backend"], settings["temperature"], settings["top_p"], settings["seed"], settings["mode"]) \
+        == ("hf", 0.6, 0.95, 0, "strict")
+    assert settings["k"] == {"synthetic_arith": 3, "amc23": 2} and settings["base_models"] == {"first": None,
+                                                                                               "second": None}
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| first | 50.00 ± 50.00 | 75.00 ± 25.00 |" in table  # AMC23 column first (the paper's order)
+    assert "| second − first | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] |" in table
+    assert table in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--k", "amc23=0"], "expected BENCHMARK=K"),
+        (["--data", "/nowhere.parquet"], "no such file"),
+        (["--model", "broken"], "expected NAME=PATH"),
+        (["--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--backend", "vllm"], "--backend vllm needs vLLM"),
+    ],
+)
+def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, args, message):
+    import importlib.util
+
+    if "vllm" in args and importlib.util.find_spec("vllm"):
+        pytest.skip("vLLM is installed here")
+    pd.DataFrame(_rows("synthetic_arith", ["1"])).to_parquet(tmp_path / "a.parquet")
+    base = {"--model": f"m={tmp_path}", "--data": str(tmp_path / "a.parquet"), "--k": "synthetic_arith=1",
+            "--backend": "hf", "--out": str(tmp_path / "out")}
+    base.update(dict(zip(args[::2], args[1::2])))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([x for pair in base.items() for x in pair])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_benchmark_needs_a_k(tmp_path, capsys):
+    pd.DataFrame(_rows("math500", ["1"])).to_parquet(tmp_path / "a.parquet")
+    with pytest.raises(SystemExit):
+        cli.main(["--model", f"m={tmp_path}", "--data", str(tmp_path / "a.parquet"), "--backend", "hf",
+                  "--out", str(tmp_path / "out")])
+    assert "no k for benchmark(s) ['math500']: add them to --k" in capsys.readouterr().err
+
+
+# --- the vLLM backend, without vLLM ----------------------------------------------------------------------------
+
+
+def test_vllm_requests_carry_n_sampling_seeds_and_the_chat_template():
+    from pion_rl.demo.tokenizer import build_tokenizer
+    from pion_rl.evaluate import vllm as vllm_backend
+
+    tokenizer = build_tokenizer()
+    requests = [Request([{"role": "user", "content": f"q{i}"}], n) for i, n in enumerate((32, 32, 8))]
+    built = vllm_backend.build_requests(tokenizer, requests, Sampling(0.6, 0.95, 4096, seed=7))
+    assert [prompt for prompt, _ in built] == [
+        f"<|im_start|>user\nq{i}<|im_end|>\n<|im_start|>assistant\n" for i in range(3)
+    ]
+    assert [params for _, params in built] == [
+        {"n": n, "temperature": 0.6, "top_p": 0.95, "max_tokens": 4096, "seed": 7 + i}
+        for i, n in enumerate((32, 32, 8))
+    ]
+
+
+def test_vllm_generate_drives_the_engine_in_order(monkeypatch):
+    from pion_rl.demo.tokenizer import build_tokenizer
+    from pion_rl.evaluate import vllm as vllm_backend
+
+    calls = {}
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            calls["llm"] = kwargs
+
+        def get_tokenizer(self):
+            return build_tokenizer()
+
+        def generate(self, prompts, params, use_tqdm):
+            calls.setdefault("batches", []).append(len(prompts))
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}#{j}")
+                                                   for j in range(sp["n"])]) for p, sp in zip(prompts, params)]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=dict))
+    monkeypatch.setattr(vllm_backend, "REQUESTS_PER_CALL", 2)
+    requests = [Request([{"role": "user", "content": f"q{i}"}], 1 + i % 2) for i in range(5)]
+    out = vllm_backend.generate("/m", requests, Sampling(0.6, 0.95, 64, seed=3), Progress("m", 5, stream=sys.stderr))
+    assert calls["llm"] == {"model": "/m", "seed": 3, "dtype": "bfloat16"}
+    assert calls["batches"] == [2, 2, 1]
+    assert [len(r) for r in out] == [1, 2, 1, 2, 1]
+    assert all(f"q{i}<|im_end|>" in texts[0] for i, texts in enumerate(out))
+
+
+# --- examples/grpo_trainer/eval_deepmath.sh ---------------------------------------------------------------------
+
+
+def test_eval_script_finds_the_three_runs_and_the_base_model(tmp_path):
+    """The script as a user runs it, with verl-layout checkpoints of the chain model (HF weights saved in
+    actor/huggingface, as the recipes' save_contents makes them) and the hf backend."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    base = write_chain_model(tmp_path / "base")
+    for optimizer in ("AdamW", "Muon", "Pion"):
+        actor = tmp_path / "ckpt" / f"qwen3_1.7b_deepmath_{optimizer}" / "global_step_3" / "actor"
+        shutil.copytree(base, actor / "huggingface")
+        (actor / "fsdp_config.json").write_text('{"FSDP_version": 2, "world_size": 8}')
+        (actor.parents[1] / "latest_checkpointed_iteration.txt").write_text("3")
+    for benchmark in paper.BENCHMARKS:
+        (tmp_path / "data" / "math_eval").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(_rows(benchmark, ["7", "3"])).to_parquet(tmp_path / "data" / "math_eval" / f"{benchmark}.parquet")
+    script = Path(__file__).resolve().parents[1] / "examples" / "grpo_trainer" / "eval_deepmath.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": str(base), "CKPT_ROOT": str(tmp_path / "ckpt"),
+           "DATA_DIR": str(tmp_path / "data"), "OUT": str(tmp_path / "out")}
+    k = ",".join(f"{b}=2" for b in paper.BENCHMARKS)
+    run = subprocess.run(["bash", str(script), "--backend", "hf", "--k", k, "--max-new-tokens", "12"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["models"]) == ["base", "adamw", "muon", "pion"]
+    assert results["settings"]["model_dirs"]["pion"] == str(
+        tmp_path / "ckpt" / "qwen3_1.7b_deepmath_Pion" / "global_step_3" / "actor" / "huggingface")
+    assert all(results["models"][m][b]["avg"] == 0.5 for m in results["models"] for b in paper.BENCHMARKS)
+
+    shutil.rmtree(tmp_path / "ckpt" / "qwen3_1.7b_deepmath_Muon")
+    run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stderr.startswith("eval_deepmath: no run at ")
+    assert "run_qwen3_1.7b_muon_deepmath.sh" in run.stderr
+
+
+FAKE_VLLM = '''
+from transformers import AutoTokenizer
+
+
+class SamplingParams(dict):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+
+class _Completion:
+    def __init__(self, text):
+        self.text = text
+
+
+class _Output:
+    def __init__(self, n, seed):
+        self.outputs = [_Completion("\\\\boxed{7}" if seed % 2 == 0 else "no box") for _ in range(n)]
+
+
+class LLM:
+    def __init__(self, model, seed, dtype):
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def generate(self, prompts, params, use_tqdm):
+        assert all(p.endswith("<|im_start|>assistant\\n") for p in prompts)
+        return [_Output(sp["n"], sp["seed"]) for sp in params]
+'''
+
+
+def test_vllm_backend_through_the_cli_in_its_own_process(tmp_path):
+    """--backend vllm end to end with a stand-in vllm package (answers by request seed): the CLI starts one
+    process per model, which must import vllm and the backend by name."""
+    import os
+    import subprocess
+
+    (tmp_path / "fake" / "vllm").mkdir(parents=True)
+    (tmp_path / "fake" / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    model = write_chain_model(tmp_path / "model")
+    pd.DataFrame(_rows("amc23", ["7", "7", "7", "9"])).to_parquet(tmp_path / "a.parquet")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), *sys.path])}
+    run = subprocess.run([sys.executable, "-m", "pion_rl.evaluate", "--model", f"m={model}", "--data",
+                          str(tmp_path / "a.parquet"), "--k", "amc23=3", "--seed", "10", "--out", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    arith = json.loads((tmp_path / "out" / "results.json").read_text())["models"]["m"]["amc23"]
+    # seeds 10, 11, 12, 13: even seeds answer 7 (right for rows 0 and 2), odd ones give no box.
+    assert arith["scores"] == [[1.0] * 3, [0.0] * 3, [1.0] * 3, [0.0] * 3]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["backend"] == "vllm"
+
+
+def test_a_directory_that_is_no_model_fails_before_anything_is_written(tmp_path, capsys):
+    model = write_chain_model(tmp_path / "model")
+    (tmp_path / "empty").mkdir()
+    pd.DataFrame(_rows("amc23", ["7"])).to_parquet(tmp_path / "a.parquet")
+    code = cli.main(["--model", f"good={model}", "--model", f"bad={tmp_path / 'empty'}", "--data",
+                     str(tmp_path / "a.parquet"), "--backend", "hf", "--out", str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert "--model bad: " in capsys.readouterr().err

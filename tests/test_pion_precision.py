@@ -1,0 +1,139 @@
+"""Pion's bf16 path (``precision="bf16"``) against the float64 reference, and what ``pion_step`` reports.
+
+Bounds come from bf16's unit roundoff u = 2^-8 (8 significant bits, round to nearest): the bf16 path differs
+from exact arithmetic only where it rounds to bf16, and the rotation it applies is exact for its rounded,
+exactly skew generator.
+"""
+
+import math
+
+import pytest
+import torch
+from pion_reference import ReferencePion
+
+from pion_rl.optim import Pion
+from pion_rl.optim.lie import left_generator, right_generator, skew
+from pion_rl.optim.pion_math import PionSettings, pion_step, state_shapes
+from pion_rl.optim.precision import split_bf16, times_generator
+
+U = 2.0**-8  # bf16 unit roundoff
+
+
+def _trajectories(shape, steps, lr=0.02, seed=0, row_block=None, **options):
+    gen = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(*shape, generator=gen, dtype=torch.float64) / shape[1] ** 0.5
+    grads = [torch.randn(*shape, generator=gen, dtype=torch.float64) for _ in range(steps)]
+    p = torch.nn.Parameter(w0.clone())
+    opt = Pion([p], lr=lr, precision="bf16", row_block=row_block, **options)
+    ref_w = w0.clone()
+    ref = ReferencePion([ref_w], lr, row_block=row_block, **options)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        ref.step([g])
+    return w0, p.detach(), ref_w
+
+
+def test_rounded_generators_are_exactly_skew_and_rounded_once():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, 40, generator=gen)
+    rounded = skew(x, torch.bfloat16)
+    assert rounded.dtype == torch.bfloat16 and torch.equal(rounded, -rounded.mT)
+    assert torch.equal(rounded, (x - x.mT).to(torch.bfloat16))  # one rounding of the fp32 difference
+    w, m = torch.randn(2, 24, 40, generator=gen), torch.randn(2, 24, 40, generator=gen)
+    for generator in (right_generator, left_generator):
+        a = generator(w, m, "bf16", torch.bfloat16)
+        assert a.dtype == torch.bfloat16 and torch.equal(a, -a.mT)
+        exact = generator(w.double(), m.double())
+        # bf16 inputs (u each), product output (u on CPU), the generator (u): at most ~4u in norm.
+        assert (a.double() - exact).norm() / exact.norm() < 4 * U
+
+
+def test_split_bf16_carries_fp32_weights():
+    w = torch.randn(64, 96, generator=torch.Generator().manual_seed(1))
+    for parts, bound in ((2, 2.0**-16), (3, 2.0**-24)):
+        terms = split_bf16(w, parts)
+        assert all(t.dtype == torch.bfloat16 for t in terms)
+        total = sum(t.double() for t in terms)
+        assert ((total - w.double()).abs() / w.double().abs()).max() <= bound
+    # What CUDA computes with three tensor-core products equals the CPU's fp32 product to fp32 rounding.
+    a = skew(torch.randn(96, 96, generator=torch.Generator().manual_seed(2)), torch.bfloat16)
+    emulated = sum(t.double() @ a.double() for t in split_bf16(w))
+    assert (times_generator(w, a).double() - emulated).norm() / emulated.norm() < 1e-6
+
+
+@pytest.mark.parametrize("variant,second_moment", [
+    ("lie_lie", False), ("lie_lie", True), ("transported_ambient_ambient", False), ("msign", False)])
+@pytest.mark.parametrize("update_side", ["alternate", "both"])
+@pytest.mark.parametrize("shape", [(24, 16), (16, 24)])
+def test_bf16_path_matches_float64_reference_to_bf16_rounding(variant, second_moment, update_side, shape):
+    w0, got, want = _trajectories(shape, steps=4, variant=variant, second_moment=second_moment,
+                                  update_side=update_side)
+    # Per step: W and G rounded into the generator product (2u), its output (u, CPU) and the applied
+    # generator (u): the update direction is off by at most ~4u, and the RMS scaling fixes its length. The
+    # second moment divides entrywise by sqrt(v), v built from the same products squared: 3u from m, 3u from
+    # sqrt(v), u for the rounding: 7u. msign adds 5 Newton-Schulz iterations in bf16, each rounding three
+    # products (~3u): 4u + 15u. (Measured: 0.4-0.8u, 3.1u with the second moment, 1.8-3.2u for msign.)
+    bound = (7 if second_moment else 19 if variant == "msign" else 4) * U
+    error = ((got - want).norm() / (want - w0).norm()).item()
+    assert error < bound
+    assert error > 0  # the bf16 path really rounds
+
+
+@pytest.mark.parametrize("variant", ["lie_lie", "transported_ambient_ambient", "msign"])
+def test_bf16_generators_keep_exact_maps_exactly_orthogonal(variant):
+    # In float64 the Cayley map of an exactly skew generator is orthogonal to ~1e-15: any asymmetric
+    # rounding of the bf16 generator (2^-8) would move the singular values by ~1e-4 here.
+    w0, got, _ = _trajectories((24, 16), steps=4, lr=0.05, variant=variant, exp_map="cayley",
+                               update_side="alternate", row_block=8)
+    for before, after in zip(w0.view(3, 8, 16), got.view(3, 8, 16)):
+        torch.testing.assert_close(torch.linalg.svdvals(after), torch.linalg.svdvals(before), rtol=1e-12, atol=0)
+
+
+def _first_step(settings, w, g):
+    state = {k: torch.zeros(s, dtype=w.dtype) for k, s in state_shapes(settings, *w.shape).items()}
+    return pion_step(w.clone(), g, state, 1, settings)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_pion_step_reports_step_size_and_generator_norm_per_block(precision):
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 6, 10, generator=gen, dtype=torch.float64)
+    g = torch.randn(4, 6, 10, generator=gen, dtype=torch.float64)
+    lr, c, beta = 0.01, 0.2, 0.9
+    # Independent: the first momentum is (1 - beta) (W^T G - G^T W); alpha from the spec's RMS rule.
+    a_in = (1 - beta) * (w.mT @ g - g.mT @ w)
+    a_out = (1 - beta) * (g @ w.mT - w @ g.mT)
+    bound = 4 * U if precision == "bf16" else 1e-12
+    for side, base, norms in (("right", w @ a_in, [a_in]), ("left", a_out @ w, [a_out]),
+                              ("both", a_out @ w + w @ a_in, [a_in, a_out])):
+        stats = _first_step(PionSettings(lr=lr, update_side=side, precision=precision), w, g)
+        alpha = lr * c * math.sqrt(60) / torch.linalg.matrix_norm(base)
+        generator_norm = alpha * torch.stack([torch.linalg.matrix_norm(a) for a in norms]).mean(0)
+        assert stats["step_size"].shape == stats["generator_norm"].shape == (4,)
+        torch.testing.assert_close(stats["step_size"], alpha, rtol=bound, atol=0)
+        torch.testing.assert_close(stats["generator_norm"], generator_norm, rtol=bound, atol=0)
+    stats = _first_step(PionSettings(lr=lr, scaling="none", update_side="right"), w, g)
+    torch.testing.assert_close(stats["step_size"], torch.full((4,), lr, dtype=torch.float64))
+    torch.testing.assert_close(stats["generator_norm"], lr * torch.linalg.matrix_norm(a_in))
+    stats = _first_step(PionSettings(lr=lr, variant="msign", msign_lambda=2.0, update_side="right",
+                                     precision=precision), w, g)
+    torch.testing.assert_close(stats["step_size"], torch.full((4,), 2 * lr, dtype=torch.float64))
+    # msign's generator has singular values near 1 (Newton-Schulz lands them in ~[0.7, 1.2]) on its rank.
+    rank = torch.linalg.matrix_rank(a_in)
+    assert ((stats["generator_norm"] / (2 * lr * rank.sqrt())) - 1).abs().max() < 0.3
+
+
+def test_optimizer_keeps_the_step_stats_of_each_matrix():
+    p = torch.nn.Parameter(torch.randn(8, 6, dtype=torch.float64))
+    p.grad = torch.randn(8, 6, dtype=torch.float64)
+    opt = Pion([p], lr=0.01, row_block=4, update_side="alternate")
+    opt.step()
+    stats = opt.last_step_stats[p]
+    assert set(stats) == {"step_size", "generator_norm"} and stats["step_size"].shape == (2,)
+    assert (stats["step_size"] > 0).all() and (stats["generator_norm"] > 0).all()
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; expected one of"):
+        Pion([torch.nn.Parameter(torch.randn(4, 4))], precision="fp16")

@@ -1,0 +1,115 @@
+"""The recipes' preflight: one line per missing piece with its fix, exit 1, before anything starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pion_rl.verl_plugin.preflight import REPO_ROOT, find_module, missing_pieces
+
+SCRIPT = REPO_ROOT / "examples" / "grpo_trainer" / "run_qwen3_1.7b_pion_deepmath.sh"
+PRESENT = {"verl", "verl.trainer.main_ppo", "vllm", "transfer_queue", "flash_attn"}
+
+
+def _pieces(tmp_path, absent=(), devices=8, pion_rl=True, data=True):
+    train, val = tmp_path / "deepmath" / "train.parquet", tmp_path / "math_eval" / "aime24.parquet"
+    if data:
+        for file in (train, val):
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.touch()
+    return missing_pieces(8, [str(train)], [str(val)], find=lambda name: name in PRESENT - set(absent),
+                          cuda_devices=lambda: devices, pion_rl_importable=lambda: pion_rl, python="PY")
+
+
+def test_nothing_missing_is_silent(tmp_path):
+    assert _pieces(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"absent": ["verl.trainer.main_ppo"]},
+         "verl 0.9.1 is not installed for PY (import verl finds only the checkout's verl/ docs folder): "
+         f"PY -m pip install -r {REPO_ROOT}/verl/requirements-gpu.txt"),
+        ({"absent": ["verl", "verl.trainer.main_ppo"]},
+         f"verl 0.9.1 is not installed for PY (no verl at all): PY -m pip install -r {REPO_ROOT}/verl/requirements-gpu.txt"),
+        ({"absent": ["vllm"]}, f"verl's GPU stack lacks vllm: PY -m pip install -r {REPO_ROOT}/verl/requirements-gpu.txt"),
+        ({"absent": ["transfer_queue"]},
+         f"verl's GPU stack lacks transfer_queue: PY -m pip install -r {REPO_ROOT}/verl/requirements-gpu.txt"),
+        ({"absent": ["flash_attn"]}, "verl's GPU stack lacks flash_attn: PY -m pip install --no-build-isolation "
+                                     "flash-attn==2.8.3"),
+        ({"devices": 2}, "2 CUDA device(s) visible, the run needs N_GPUS=8: run on a node with 8 GPUs, or set N_GPUS "
+                         "to this node's count (nvidia-smi -L lists them)"),
+        ({"pion_rl": False}, "pion-rl does not import outside this checkout, so Ray workers cannot load it: "
+                             f"PY -m pip install -e {REPO_ROOT}"),
+    ],
+)
+def test_each_missing_piece_is_one_line_with_its_fix(tmp_path, kwargs, expected):
+    assert _pieces(tmp_path, **kwargs) == [expected]
+
+
+def test_missing_data_names_the_file_and_the_data_prep_command(tmp_path):
+    assert _pieces(tmp_path, data=False) == [
+        f"training data {tmp_path}/deepmath/train.parquet is missing: PY {REPO_ROOT}/data_prep/deepmath.py "
+        f"--out {tmp_path}/deepmath",
+        f"validation set {tmp_path}/math_eval/aime24.parquet is missing: PY {REPO_ROOT}/data_prep/eval_sets.py "
+        f"--out {tmp_path}/math_eval --names aime24",
+    ]
+
+
+def test_find_module_finds_submodules_without_importing_them():
+    assert find_module("json.decoder") and find_module("email.mime") and not find_module("json.no_such_module")
+    assert not find_module("no_such_module_xyz") and not find_module("no_such_module_xyz.sub")
+    assert find_module("verl.trainer.main_ppo")  # the venv has the real verl
+
+
+def _launch(tmp_path, python=sys.executable, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DRY_RUN", "MODEL_PATH")}
+    full_env.update(DATA_DIR=str(tmp_path / "data"), N_GPUS="8", PYTHON=python, **env)
+    return subprocess.run(["bash", str(SCRIPT)], env=full_env, capture_output=True, text=True, timeout=120,
+                          cwd=REPO_ROOT)
+
+
+def test_recipe_on_a_cpu_machine_stops_before_ray_with_one_line_per_missing_piece(tmp_path):
+    import torch
+
+    if torch.cuda.device_count() >= 8:
+        pytest.skip("this machine has 8 GPUs")
+    run = _launch(tmp_path)
+    assert run.returncode == 1 and run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert all(line.startswith("preflight: ") for line in lines), run.stderr
+    assert any("CUDA device(s) visible, the run needs N_GPUS=8" in line for line in lines)
+    assert sum("is missing:" in line for line in lines) == 6  # train + five validation sets
+    assert "Traceback" not in run.stderr and "Ray instance" not in run.stderr  # Ray logs "Started a local Ray instance"
+
+
+def test_recipe_with_a_python_lacking_verl_says_so_in_one_line(tmp_path):
+    # `python -S` does not see site-packages: no verl, no torch. Run from the checkout, where `import verl`
+    # would find the checkout's verl/ folder, as a user saw it (the error was "No module named 'verl.trainer'").
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    wrapper.chmod(0o755)
+    run = _launch(tmp_path, python=str(wrapper))
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"preflight: verl 0.9.1 is not installed for {sys.executable} (import verl finds only the checkout's " \
+           "verl/ docs folder)" in run.stderr
+
+
+def test_dry_run_skips_the_preflight(tmp_path):
+    run = _launch(tmp_path, DRY_RUN="1")
+    assert run.returncode == 0 and "preflight" not in run.stderr
+
+
+def test_the_recipes_find_the_checkouts_venv(tmp_path):
+    venv_python = REPO_ROOT / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        pytest.skip("no .venv in this checkout (make builds it)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    run = subprocess.run(["bash", "-c", f"source {SCRIPT.parent}/deepmath_recipe.sh && recipe_python"], env=env,
+                         capture_output=True, text=True)
+    assert Path(run.stdout.strip()) == venv_python
