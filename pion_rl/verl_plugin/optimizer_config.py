@@ -108,6 +108,15 @@ def telemetry_settings(optim_config: Any) -> dict[str, Any] | None:
     return {k: v for k, v in settings.items() if k != "enable"} if settings["enable"] else None
 
 
+def without_telemetry(optim_config: Any) -> Any:
+    """``optim_config`` without the telemetry entry, which is the plugin's and no optimizer's option."""
+    overrides = dict(optim_config.override_optimizer_config or {})
+    if TELEMETRY_KEY not in overrides:
+        return optim_config
+    overrides.pop(TELEMETRY_KEY)
+    return replace(optim_config, override_optimizer_config=overrides or None)
+
+
 def build_optimizer_with_telemetry(module: Any, optim_config: Any, hf_config: Any):
     """``(optimizer, telemetry or None)`` for a ``pion_rl.optim`` config, as the engine and the demo build them.
 
@@ -121,10 +130,9 @@ def build_optimizer_with_telemetry(module: Any, optim_config: Any, hf_config: An
 
     config = with_head_dim(optim_config, hf_config)
     settings = telemetry_settings(config)
-    overrides = dict(config.override_optimizer_config or {})
-    overrides.pop(TELEMETRY_KEY, None)
-    optimizer = build_optimizer(module.named_parameters(), replace(config, override_optimizer_config=overrides or None))
+    config = without_telemetry(config)
+    optimizer = build_optimizer(module.named_parameters(), config)
     if settings is None:
         return optimizer, None
-    head_dim = overrides.get("head_dim") or attention_head_dim(hf_config)
+    head_dim = (config.override_optimizer_config or {}).get("head_dim") or attention_head_dim(hf_config)
     return optimizer, OptimizerTelemetry(optimizer, module.named_parameters(), head_dim=head_dim, **settings)

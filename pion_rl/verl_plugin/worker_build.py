@@ -34,7 +34,8 @@ def _build_actor_optimizer(config: Any) -> None:
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.config.optimizer import build_optimizer
 
-    from .optimizer_config import attention_head_dim, check_optimizer_config, uses_pion_rl, with_head_dim
+    from .optimizer_config import (attention_head_dim, check_optimizer_config, uses_pion_rl, with_head_dim,
+                                   without_telemetry)
 
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # as ActorRolloutRefWorker.init_model does
     optim = actor.optim
@@ -42,6 +43,7 @@ def _build_actor_optimizer(config: Any) -> None:
     check_optimizer_config(optim, actor.engine.strategy)
     hf_config = _local_model_config(config.actor_rollout_ref.model)
     if uses_pion_rl(optim):
+        optim = without_telemetry(optim)  # the engine takes the plugin's telemetry entry out, then builds
         if hf_config is not None:
             optim = with_head_dim(optim, hf_config)  # what NamedParamsFSDPEngine._build_optimizer does
         elif optim.optimizer == "Pion" and "head_dim" not in (optim.override_optimizer_config or {}):
