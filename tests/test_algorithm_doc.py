@@ -113,3 +113,13 @@ def test_paper_results_table_averages_its_rows():
     for name, cells in rows.items():
         scores = [float(c) for c in cells]
         assert abs(sum(scores[:5]) / 5 - scores[5]) < 0.011, name
+
+
+def test_paper_results_table_is_the_evaluation_tables_data():
+    # The description and `python -m pion_rl.evaluate`'s table.md show the paper's numbers from two places; they
+    # must be the same numbers, cell for cell.
+    from pion_rl.evaluate import paper
+
+    documented = [tuple(cells) for cells in _table_rows(DOC.read_text(), "model / optimizer").values()]
+    in_code = [row for base in paper.BASE_MODELS for row in base.rows.values()]
+    assert documented == in_code
