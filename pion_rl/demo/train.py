@@ -105,7 +105,8 @@ def run_grpo(
                          config.wandb)
     heldout = heldout_accuracy(policy, tokenizer, heldout_rows, config)
     tracker.log(heldout, step=0)
-    bar = tqdm(range(1, config.steps + 1), desc=f"GRPO {optimizer_name:>5}", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(range(1, config.steps + 1), desc=f"GRPO {optimizer_name:>5}", file=sys.stderr, dynamic_ncols=True,
+                disable=None)  # None: quiet when stderr is not a terminal (logs, CI)
     for step, rows in zip(bar, prompt_batches(train_rows, config)):
         started = time.perf_counter()
         with torch.random.fork_rng():
