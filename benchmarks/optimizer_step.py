@@ -58,12 +58,17 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
                if isinstance(t, torch.Tensor) and t.ndim > 0)
 
 
-def build(name: str, shapes: dict) -> torch.optim.Optimizer:
+def layer_parameters(shapes: dict) -> list[tuple[str, torch.nn.Parameter]]:
+    """Named parameters of the given shapes with fixed gradients, the same on every call (seed 0)."""
     gen = torch.Generator().manual_seed(0)
     named = [(n, torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02)) for n, s in shapes.items()]
     for _, p in named:
         p.grad = torch.randn(p.shape, generator=gen) * 1e-3
-    opt = OPTIMIZERS[name](named)
+    return named
+
+
+def build(name: str, shapes: dict) -> torch.optim.Optimizer:
+    opt = OPTIMIZERS[name](layer_parameters(shapes))
     opt.step()  # allocates state; alternate: this was a right-side step, the timed ones cover both sides
     return opt
 

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from optimizer_step import HEAD_DIM, layer_shapes
+from optimizer_step import HEAD_DIM, layer_parameters, layer_shapes, timed
 
 from pion_rl.optim import param_groups
 from pion_rl.telemetry import OptimizerTelemetry
@@ -23,18 +23,12 @@ from pion_rl.telemetry.spectra import unit_singular_values
 
 def timed_steps(spectrum_every: int | None, steps: int) -> float:
     """Seconds per ``optimizer.step()`` (hooks included), after one untimed step; None: no telemetry."""
-    gen = torch.Generator().manual_seed(0)
-    named = [(n, torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02)) for n, s in layer_shapes(1.0).items()]
-    for _, p in named:
-        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+    named = layer_parameters(layer_shapes(1.0))
     optimizer = torch.optim.AdamW([p for _, p in named], lr=1e-3, weight_decay=0.01)
     if spectrum_every is not None:
         OptimizerTelemetry(optimizer, named, head_dim=HEAD_DIM, spectrum_every=spectrum_every)
     optimizer.step()  # state allocation and the telemetry's reference
-    start = time.perf_counter()
-    for _ in range(steps):
-        optimizer.step()
-    return (time.perf_counter() - start) / steps
+    return timed(optimizer, steps)
 
 
 def main(argv=None):
@@ -48,8 +42,7 @@ def main(argv=None):
     every_step = timed_steps(0, args.steps)
     print(f"AdamW step alone:                          {plain:8.3f} s")
     print(f"+ telemetry without singular values:       {every_step - plain:8.3f} s")
-    gen = torch.Generator().manual_seed(0)
-    named = [(n, torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02)) for n, s in layer_shapes(1.0).items()]
+    named = layer_parameters(layer_shapes(1.0))
     start = time.perf_counter()
     for group in param_groups(named, optimizer="pion", head_dim=HEAD_DIM):
         if group["algorithm"] == "pion":
