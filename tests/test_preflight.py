@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pion_rl.verl_plugin.preflight import REPO_ROOT, find_module, missing_pieces
+from pion_rl.verl_plugin.preflight import REPO_ROOT, find_module, missing_pieces, wandb_can_log
 
 SCRIPT = REPO_ROOT / "examples" / "grpo_trainer" / "run_qwen3_1.7b_pion_deepmath.sh"
 PRESENT = {"verl", "verl.trainer.main_ppo", "vllm", "transfer_queue", "flash_attn"}
@@ -67,11 +67,11 @@ def test_find_module_finds_submodules_without_importing_them():
     assert find_module("verl.trainer.main_ppo")  # the venv has the real verl
 
 
-def _launch(tmp_path, python=sys.executable, **env):
+def _launch(tmp_path, *overrides, python=sys.executable, **env):
     full_env = {k: v for k, v in os.environ.items() if k not in ("DRY_RUN", "MODEL_PATH")}
     full_env.update(DATA_DIR=str(tmp_path / "data"), N_GPUS="8", PYTHON=python, **env)
-    return subprocess.run(["bash", str(SCRIPT)], env=full_env, capture_output=True, text=True, timeout=120,
-                          cwd=REPO_ROOT)
+    return subprocess.run(["bash", str(SCRIPT), *overrides], env=full_env, capture_output=True, text=True,
+                          timeout=120, cwd=REPO_ROOT)
 
 
 def test_recipe_on_a_cpu_machine_stops_before_ray_with_one_line_per_missing_piece(tmp_path):
@@ -94,7 +94,7 @@ def test_recipe_with_a_python_lacking_verl_says_so_in_one_line(tmp_path):
     wrapper = tmp_path / "python"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
     wrapper.chmod(0o755)
-    run = _launch(tmp_path, python=str(wrapper))
+    run = _launch(tmp_path, python=str(wrapper), WANDB_MODE="offline")
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert f"preflight: verl 0.9.1 is not installed for {sys.executable} (import verl finds only the checkout's " \
            "verl/ docs folder)" in run.stderr
@@ -113,3 +113,41 @@ def test_the_recipes_find_the_checkouts_venv(tmp_path):
     run = subprocess.run(["bash", "-c", f"source {SCRIPT.parent}/deepmath_recipe.sh && recipe_python"], env=env,
                          capture_output=True, text=True)
     assert Path(run.stdout.strip()) == venv_python
+
+
+WANDB_LINE = "the run logs to wandb but finds no key"
+
+
+def test_a_run_logging_to_wandb_without_a_key_is_stopped_before_ray(tmp_path):
+    no_key = _pieces(tmp_path) + missing_pieces(8, [], [], find=lambda name: name in PRESENT, cuda_devices=lambda: 8,
+                                                pion_rl_importable=lambda: True, wandb=True, wandb_ready=lambda: False)
+    assert no_key == ["the run logs to wandb but finds no key: wandb login (or export WANDB_API_KEY=...), or "
+                      "WANDB_MODE=offline to log locally, or trainer.logger='[console]'"]
+    assert missing_pieces(8, [], [], find=lambda name: name in PRESENT, cuda_devices=lambda: 8,
+                          pion_rl_importable=lambda: True, wandb=True, wandb_ready=lambda: True) == []
+
+
+def test_wandb_credentials_are_a_key_a_netrc_entry_or_an_offline_mode(tmp_path, monkeypatch):
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NETRC", raising=False)
+    assert not wandb_can_log()
+    netrc_file = tmp_path / ".netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    netrc_file.chmod(0o600)
+    assert wandb_can_log()
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")  # a key for another server does not count
+    assert not wandb_can_log()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_can_log()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    assert wandb_can_log()
+
+
+def test_the_recipe_checks_wandb_only_when_its_loggers_include_it(tmp_path):
+    env = {"HOME": str(tmp_path), "WANDB_API_KEY": "", "WANDB_MODE": ""}
+    assert WANDB_LINE in _launch(tmp_path, **env).stderr
+    assert WANDB_LINE not in _launch(tmp_path, "trainer.logger=[console]", **env).stderr
+    assert WANDB_LINE in _launch(tmp_path, "trainer.logger=[console,wandb]", **env).stderr

@@ -10,8 +10,8 @@
 #                  builds if there is one, else python3)
 #   DRY_RUN=1      print the fully composed config as YAML on stdout and exit: no Ray, GPU, data or model
 # Without DRY_RUN, a preflight (pion_rl.verl_plugin.preflight) first checks verl's GPU stack, N_GPUS CUDA
-# devices, the data files and that pion-rl imports outside the checkout; each missing piece is one line with
-# its fix, and nothing starts.
+# devices, the data files, that pion-rl imports outside the checkout and, when the run logs to wandb, that wandb
+# has a key (or WANDB_MODE=offline); each missing piece is one line with its fix, and nothing starts.
 # Extra arguments are Hydra overrides, e.g. trainer.logger='[console,wandb,file]' or trainer.total_epochs=2.
 
 # Benchmarks validated every trainer.test_freq steps; metrics val-core/<benchmark>/acc/mean@4.
@@ -36,6 +36,15 @@ _hydra_exits_early() {
         case $arg in --cfg | -c | --help | -h | --hydra-help | --info | -i) return 0 ;; esac
     done
     return 1
+}
+
+# True unless an override sets trainer.logger without wandb (the recipes log to wandb by default).
+_logs_to_wandb() {
+    local arg logs=1
+    for arg in "$@"; do
+        case $arg in trainer.logger=*) [[ $arg == *wandb* ]] && logs=1 || logs=0 ;; esac
+    done
+    return $((1 - logs))
 }
 
 # run_deepmath_recipe CONFIG_NAME OPTIMIZER [HYDRA_OVERRIDE...]
@@ -64,9 +73,11 @@ run_deepmath_recipe() {
         entry=(-m pion_rl.verl_plugin.compose --config-dir "$DEEPMATH_REPO_ROOT/configs")
     elif ! _hydra_exits_early "$@"; then
         # The checkout's preflight runs whether or not pion-rl is installed (it checks that too).
+        local wandb_flag=()
+        if _logs_to_wandb "$@"; then wandb_flag=(--wandb); fi
         PREFLIGHT_PYTHONPATH=${PYTHONPATH:-} PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
             "$python" -m pion_rl.verl_plugin.preflight --n-gpus "${N_GPUS:-8}" \
-            --train "$data_dir/deepmath/train.parquet" --val "${val_paths[@]}" || return 1
+            --train "$data_dir/deepmath/train.parquet" --val "${val_paths[@]}" "${wandb_flag[@]}" || return 1
     fi
     "$python" "${entry[@]}" --config-name "$config_name" "${overrides[@]}" "$@"
 }

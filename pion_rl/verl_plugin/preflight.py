@@ -3,8 +3,8 @@
     python -m pion_rl.verl_plugin.preflight --n-gpus 8 --train FILE [--val FILE ...]
 
 Checks verl 0.9.1 (the real package, not the checkout's ``verl/`` docs folder), verl's GPU-only dependencies,
-the number of CUDA devices, the data files, and that pion-rl imports outside this checkout (Ray workers import
-the optimizer, engine and reward by name). Exit status 0 when all is there, else 1 with the lines on stderr.
+the number of CUDA devices, the data files, that pion-rl imports outside this checkout (Ray workers import
+the optimizer, engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode. Exit status 0 when all is there, else 1 with the lines on stderr.
 Standard library only at import time: it must run under any interpreter, including one without verl.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import netrc
 import os
 import subprocess
 import sys
@@ -59,6 +60,19 @@ def pion_rl_outside_checkout() -> bool:
     return result.returncode == 0
 
 
+def wandb_can_log() -> bool:
+    """True if wandb will log without asking for a key: offline or disabled mode, ``WANDB_API_KEY``, or the
+    ``~/.netrc`` entry that ``wandb login`` writes. Without one, ``wandb.init`` fails inside the trainer after
+    Ray and the rollout workers are up."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def missing_pieces(
     n_gpus: int,
     train_files: list[str],
@@ -67,8 +81,11 @@ def missing_pieces(
     cuda_devices: Callable[[], int | None] = cuda_device_count,
     pion_rl_importable: Callable[[], bool] = pion_rl_outside_checkout,
     python: str = sys.executable,
+    wandb: bool = False,
+    wandb_ready: Callable[[], bool] = wandb_can_log,
 ) -> list[str]:
-    """One line per missing piece, each naming what is missing and the command that fixes it."""
+    """One line per missing piece, each naming what is missing and the command that fixes it (``wandb``: the
+    run logs to wandb, so it needs credentials or an offline mode)."""
     problems = []
     if not find("verl.trainer.main_ppo"):
         found = "import verl finds only the checkout's verl/ docs folder" if find("verl") else "no verl at all"
@@ -93,6 +110,9 @@ def missing_pieces(
     if not pion_rl_importable():
         problems.append(f"pion-rl does not import outside this checkout, so Ray workers cannot load it: "
                         f"{python} -m pip install -e {REPO_ROOT}")
+    if wandb and not wandb_ready():
+        problems.append("the run logs to wandb but finds no key: wandb login (or export WANDB_API_KEY=...), or "
+                        "WANDB_MODE=offline to log locally, or trainer.logger='[console]'")
     return problems
 
 
@@ -101,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-gpus", type=int, required=True)
     parser.add_argument("--train", nargs="*", default=[], help="training parquet files")
     parser.add_argument("--val", nargs="*", default=[], help="validation parquet files")
+    parser.add_argument("--wandb", action="store_true", help="the run logs to wandb: check its credentials")
     args = parser.parse_args(argv)
-    problems = missing_pieces(args.n_gpus, args.train, args.val)
+    problems = missing_pieces(args.n_gpus, args.train, args.val, wandb=args.wandb)
     for line in problems:
         print(f"preflight: {line}", file=sys.stderr)
     return 1 if problems else 0
