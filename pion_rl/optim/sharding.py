@@ -179,9 +179,7 @@ class ShardedExchange:
 
     def any_rank(self, flags: Tensor) -> Tensor:
         """Elementwise OR of a bool tensor over ranks."""
-        as_int = flags.to(torch.int32)
-        dist.all_reduce(as_int, op=dist.ReduceOp.MAX, group=self.group)
-        return as_int.bool()
+        return self.max_over_ranks(flags.to(torch.int32)).bool()
 
     def update_owned(self, params: Sequence[Tensor], owners: Sequence[int], update: UpdateFn) -> None:
         """Run ``update`` on every matrix this rank owns and write the results back into every rank's rows."""
