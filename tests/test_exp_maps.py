@@ -61,6 +61,16 @@ def test_scale_and_left_rotation_equal_explicit_products(method):
         torch.testing.assert_close(got[i], want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["taylor", "cayley", "exp"])
+def test_rotation_written_into_w_equals_a_new_result(method):
+    w = torch.randn(6, 9, dtype=torch.float64)
+    for rotate, a in ((rotate_right, _skew(9, 1.0)), (rotate_left, _skew(6, 1.0, seed=3))):
+        want = rotate(w, a, -0.3, method=method)
+        target = w.clone()
+        assert rotate(target, a, -0.3, method=method, out=target) is target
+        torch.testing.assert_close(target, want, rtol=0, atol=1e-14)
+
+
 def test_msign_returns_the_polar_factor_up_to_ns_scaling():
     g = torch.randn(24, 40, dtype=torch.float64)
     u, _, vh = torch.linalg.svd(g, full_matrices=False)
@@ -69,6 +79,8 @@ def test_msign_returns_the_polar_factor_up_to_ns_scaling():
     off = core - torch.diag(torch.diagonal(core))
     assert off.abs().max() < 1e-10
     assert 0.6 < torch.diagonal(core).min() and torch.diagonal(core).max() < 1.25
+    # One matrix (2-D GEMMs) and a batch of one (batched GEMMs) are the same iteration.
+    torch.testing.assert_close(msign(g[None], steps=5, dtype=torch.float64)[0], y, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["cayley", "exp"])

@@ -14,7 +14,8 @@ from pion_reference import ReferencePion
 from pion_rl.optim import Pion
 from pion_rl.optim.lie import left_generator, right_generator, skew
 from pion_rl.optim.pion_math import PionSettings, pion_step, state_shapes
-from pion_rl.optim.precision import split_bf16, times_generator
+from pion_rl.optim.precision import (FUSED_EMA_MAX_CONTRACTION, accumulate_product, split_bf16, steering_inputs,
+                                     times_generator)
 
 U = 2.0**-8  # bf16 unit roundoff
 
@@ -40,6 +41,7 @@ def test_rounded_generators_are_exactly_skew_and_rounded_once():
     rounded = skew(x, torch.bfloat16)
     assert rounded.dtype == torch.bfloat16 and torch.equal(rounded, -rounded.mT)
     assert torch.equal(rounded, (x - x.mT).to(torch.bfloat16))  # one rounding of the fp32 difference
+    assert torch.equal(skew(x[1], torch.bfloat16), rounded[1])  # one matrix as in a batch
     w, m = torch.randn(2, 24, 40, generator=gen), torch.randn(2, 24, 40, generator=gen)
     for generator in (right_generator, left_generator):
         a = generator(w, m, "bf16", torch.bfloat16)
@@ -60,6 +62,28 @@ def test_split_bf16_carries_fp32_weights():
     a = skew(torch.randn(96, 96, generator=torch.Generator().manual_seed(2)), torch.bfloat16)
     emulated = sum(t.double() @ a.double() for t in split_bf16(w))
     assert (times_generator(w, a).double() - emulated).norm() / emulated.norm() < 1e-6
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_momentum_accumulates_the_product_as_cuda_rounds_it(batch):
+    gen = torch.Generator().manual_seed(3)
+    for k in (FUSED_EMA_MAX_CONTRACTION, FUSED_EMA_MAX_CONTRACTION + 1):
+        a, b = torch.randn(*batch, 32, k, generator=gen), torch.randn(*batch, k, 48, generator=gen)
+        buf0 = torch.randn(*batch, 32, 48, generator=gen)
+        a_low, b_low = steering_inputs(a, b, precision="bf16")
+        assert a_low.dtype == b_low.dtype == torch.bfloat16
+        product = a_low.double() @ b_low.double()  # what CUDA's bf16 x bf16 -> fp32 GEMM computes
+        buf = buf0.clone()
+        accumulate_product(buf, a_low, b_low, 0.9, "bf16")
+        error = ((buf.double() - (0.9 * buf0.double() + 0.1 * product)).abs().max() / product.abs().max()).item()
+        if k <= FUSED_EMA_MAX_CONTRACTION:
+            assert error < 1e-6  # the CPU's fused fp32 GEMM of the rounded inputs: CUDA's arithmetic
+        else:
+            assert 1e-6 < error < 0.1 * U  # a bf16 product (u), blended with weight 0.1
+    buf = buf0.clone()
+    accumulate_product(buf, a, b, 0.9, "fp32")
+    want = 0.9 * buf0.double() + 0.1 * (a.double() @ b.double())
+    assert ((buf.double() - want).abs().max() / want.abs().max()).item() < 1e-6
 
 
 @pytest.mark.parametrize("variant,second_moment", [

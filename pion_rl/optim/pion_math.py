@@ -15,7 +15,8 @@ from torch import Tensor
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
 from .lie import left_generator, left_product, right_generator, right_product, rms_step_size, skew
 from .newton_schulz import NS_COEFFICIENTS, msign
-from .precision import PRECISIONS, as_multiplier, generator_dtype, times_generator
+from .precision import (PRECISIONS, accumulate_product, as_multiplier, generator_dtype, steering_inputs,
+                        times_generator)
 
 VARIANTS = ("lie_lie", "transported_ambient_ambient", "msign")
 UPDATE_SIDES = ("both", "alternate", "left", "right")
@@ -100,10 +101,6 @@ def state_shapes(settings: PionSettings, blocks: int, rows: int, cols: int) -> d
     return shapes
 
 
-def _ema(buf: Tensor, value: Tensor, beta: float) -> None:
-    buf.lerp_(value.to(buf.dtype), 1.0 - beta)  # buffers stay in the compute dtype
-
-
 def _ema_square(buf: Tensor, value: Tensor, beta: float) -> None:
     value = value.to(buf.dtype)
     buf.mul_(beta).addcmul_(value, value, value=1.0 - beta)
@@ -147,7 +144,10 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         Frobenius norm of the applied generator ``alpha * A`` (for two sides, the mean of their norms).
     """
     blocks, compute = w.shape[0], w.dtype
-    state = {k: t.view(blocks, *t.shape[-2:]) for k, t in state.items()}
+    if blocks == 1:  # one matrix: 2-D GEMMs (CPU's batched kernels copy a transposed operand first)
+        w, g = w[0], g[0]
+    lead = w.shape[:-2]
+    state = {k: t.view(*lead, *t.shape[-2:]) for k, t in state.items()}
     right, left = s.sides(step)
     beta1, beta2 = s.betas
     low = generator_dtype(s.precision, compute)
@@ -156,54 +156,57 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
     # Each applied rotation is E(scale * a) with a skew `a`; the descent direction's sign and the step size
     # live in `scale`, so no generator-sized tensor is negated or scaled.
     if s.variant == "lie_lie":
-        x_in, x_out = right_product(w, g, s.precision), left_product(w, g, s.precision)
         # Both momenta move every step, whichever side is applied.
-        _ema(state["m_in"], x_in, beta1)
-        _ema(state["m_out"], x_out, beta1)
-        if s.second_moment:
+        w_low, g_low = steering_inputs(w, g, precision=s.precision)
+        if s.second_moment:  # the products themselves are needed
+            x_in, x_out = right_product(w_low, g_low, s.precision), left_product(w_low, g_low, s.precision)
+            state["m_in"].lerp_(x_in.to(compute), 1.0 - beta1)
+            state["m_out"].lerp_(x_out.to(compute), 1.0 - beta1)
             _ema_square(state["v_in"], skew(x_in), beta2)
             _ema_square(state["v_out"], skew(x_out), beta2)
+        else:
+            accumulate_product(state["m_in"], w_low.mT, g_low, beta1, s.precision)  # EMA(W^T G)
+            accumulate_product(state["m_out"], g_low, w_low.mT, beta1, s.precision)  # EMA(G W^T)
         a_in = _lie_generator(state["m_in"], state.get("v_in"), s.eps, low) if right else None
         a_out = _lie_generator(state["m_out"], state.get("v_out"), s.eps, low) if left else None
     else:
         m = state["m"]
-        _ema(m, g, beta1)
+        m.lerp_(g, 1.0 - beta1)
         if s.variant == "transported_ambient_ambient":
             if s.second_moment:
                 _ema_square(state["v"], m, beta2)  # the square of m, not of g
-            m_tilde = _precondition(m, state.get("v"), s.eps)
-            a_in = right_generator(w, m_tilde, s.precision, low) if right else None
-            a_out = left_generator(w, m_tilde, s.precision, low) if left else None
+            w_low, m_low = steering_inputs(w, _precondition(m, state.get("v"), s.eps), precision=s.precision)
+            a_in = right_generator(w_low, m_low, s.precision, low) if right else None
+            a_out = left_generator(w_low, m_low, s.precision, low) if left else None
             carried = m
         else:  # msign: orthogonalised half-generators with a fixed step, no RMS scaling
-            a_in = _msign_generator(0.5 * right_generator(w, m, s.precision, low), s, compute) if right else None
-            a_out = _msign_generator(0.5 * left_generator(w, m, s.precision, low), s, compute) if left else None
+            w_low, m_low = steering_inputs(w, m, precision=s.precision)
+            a_in = _msign_generator(0.5 * right_generator(w_low, m_low, s.precision, low), s, compute) if right else None
+            a_out = _msign_generator(0.5 * left_generator(w_low, m_low, s.precision, low), s, compute) if left else None
 
     a_in, a_out = (None if a is None else as_multiplier(a, compute) for a in (a_in, a_out))
     wa = times_generator(w, a_in) if a_in is not None else None
-    aw = -times_generator(w.mT, a_out).mT if a_out is not None else None  # A W = -(W^T A)^T for skew A
+    aw = times_generator(w, a_out, left=True) if a_out is not None else None
     if s.variant == "msign":
-        step_size = torch.full((blocks, 1, 1), s.lr * s.msign_lambda, dtype=compute, device=w.device)
+        step_size = torch.full((*lead, 1, 1), s.lr * s.msign_lambda, dtype=compute, device=w.device)
     elif s.scaling == "rms":
         base = wa if aw is None else aw if wa is None else wa + aw
         step_size = rms_step_size(base, s.lr, s.rms_scale)
     else:
-        step_size = torch.full((blocks, 1, 1), s.lr, dtype=compute, device=w.device)
+        step_size = torch.full((*lead, 1, 1), s.lr, dtype=compute, device=w.device)
     scale = -step_size  # descend: rotate along -a
 
     # Right first, then left, as the spec's bilateral map says.
-    new_w = w
     if a_in is not None:
-        new_w = rotate_right(w, a_in, scale, s.exp_map, s.degree, wa=wa)
+        rotate_right(w, a_in, scale, s.exp_map, s.degree, wa=wa, out=w)
         if carried is not None:
-            carried.copy_(rotate_right(carried, a_in, scale, s.exp_map, s.degree))
+            rotate_right(carried, a_in, scale, s.exp_map, s.degree, out=carried)
     if a_out is not None:
         # A W is reusable only while W is still unrotated.
-        new_w = rotate_left(new_w, a_out, scale, s.exp_map, s.degree, aw=aw if a_in is None else None)
+        rotate_left(w, a_out, scale, s.exp_map, s.degree, aw=aw if a_in is None else None, out=w)
         if carried is not None:
-            carried.copy_(rotate_left(carried, a_out, scale, s.exp_map, s.degree))
-    w.copy_(new_w)
+            rotate_left(carried, a_out, scale, s.exp_map, s.degree, out=carried)
 
     norms = [torch.linalg.matrix_norm(a, dtype=compute) for a in (a_in, a_out) if a is not None]
-    step_size = step_size.view(blocks)
+    step_size = step_size.reshape(blocks)
     return {"step_size": step_size, "generator_norm": step_size * torch.stack(norms).mean(0)}

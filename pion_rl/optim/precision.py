@@ -50,6 +50,38 @@ def steering_product(a: Tensor, b: Tensor, precision: str) -> Tensor:
     return _bf16_product_fp32(a, b) if a.is_cuda else a @ b
 
 
+def steering_inputs(*xs: Tensor, precision: str) -> tuple[Tensor, ...]:
+    """The operands of the steering products, rounded once (to bf16 under ``"bf16"``) however many products
+    use them."""
+    return xs if precision != "bf16" else tuple(x.to(torch.bfloat16) for x in xs)
+
+
+#: On CPU a bf16 steering product with a contraction this short or shorter is accumulated into its buffer by
+#: one fp32 ``baddbmm_`` of the rounded inputs (the CUDA kernel's arithmetic): with so little work per output
+#: the product is memory-bound there, and the fused GEMM passes over the buffer once, where a bf16 product
+#: is written, cast and blended in three passes (per-head q_proj, 16 x 2048 x 2048 buffers, contraction 128:
+#: 0.08 s against 0.11 s, benchmarks/README.md).
+FUSED_EMA_MAX_CONTRACTION = 256
+
+
+def accumulate_product(buf: Tensor, a: Tensor, b: Tensor, beta: float, precision: str) -> None:
+    """``buf <- beta * buf + (1 - beta) * (a @ b)`` in place: the EMA of a steering product.
+
+    Args:
+        buf: ``(B, m, n)`` or ``(m, n)``, in the compute dtype.
+        a, b: ``(B, m, k)``, ``(B, k, n)`` (or 2-D), from :func:`steering_inputs`. ``"fp32"``: one fused GEMM in the
+            compute dtype. ``"bf16"``: the product rounded as :func:`steering_product` says, then blended
+            (fused on CPU for a short contraction, see :data:`FUSED_EMA_MAX_CONTRACTION`).
+    """
+    fused = buf.addmm_ if buf.ndim == 2 else buf.baddbmm_
+    if precision != "bf16":
+        fused(a, b, beta=beta, alpha=1.0 - beta)
+    elif not a.is_cuda and a.shape[-1] <= FUSED_EMA_MAX_CONTRACTION:
+        fused(a.to(buf.dtype), b.to(buf.dtype), beta=beta, alpha=1.0 - beta)
+    else:
+        buf.lerp_(steering_product(a, b, precision).to(buf.dtype), 1.0 - beta)
+
+
 def as_multiplier(a: Tensor, compute_dtype: torch.dtype) -> Tensor:
     """A rounded generator in the form this device multiplies it by: bf16 for CUDA's tensor cores; elsewhere,
     whose precise products are fp32 GEMMs, its (exact) copy in the compute dtype, made once per step."""
@@ -66,25 +98,28 @@ def split_bf16(w: Tensor, parts: int = 3) -> list[Tensor]:
     return terms
 
 
-def times_generator(w: Tensor, a: Tensor, parts: int = 3) -> Tensor:
-    """``W @ A`` in ``w``'s dtype, precise in ``W``: the rotation's Taylor terms and the RMS scaling's base.
+def times_generator(w: Tensor, a: Tensor, parts: int = 3, *, left: bool = False) -> Tensor:
+    """``W @ A`` (``A @ W`` with ``left``) in ``w``'s dtype, precise in ``W``: the rotation's Taylor terms and
+    the RMS scaling's base.
 
     Args:
         w: ``(..., r, c)`` in the compute dtype.
-        a: ``(..., c, n)`` generator: in ``w``'s dtype (``"fp32"``, a plain product), or bf16 (``"bf16"``).
-            Then only ``A``'s rounding remains, and a rounded skew ``A`` is still skew, so the step stays a
-            rotation. On CUDA ``W`` enters the tensor cores as ``parts`` bf16 terms (:func:`split_bf16`),
-            with fp32 accumulation; on CPU as itself, in an fp32 GEMM: the same product to 2^-27.
+        a: ``(..., c, n)`` generator (``(..., n, r)`` with ``left``): in ``w``'s dtype (``"fp32"``, a plain
+            product), or bf16 (``"bf16"``). Then only ``A``'s rounding remains, and a rounded skew ``A`` is
+            still skew, so the step stays a rotation. On CUDA ``W`` enters the tensor cores as ``parts`` bf16
+            terms (:func:`split_bf16`), with fp32 accumulation; on CPU as itself, in an fp32 GEMM: the same
+            product to 2^-27.
         parts: 3 for the first-order term, whose error (2^-17 with a hi/lo pair) is not a rotation and adds
             to the singular-value drift (a pair measured within 1.2x of fp32's drift, three within 1.15x);
             2 suffice for the higher terms, ``theta`` times smaller.
     """
     if a.dtype == w.dtype:
-        return w @ a
+        return a @ w if left else w @ a
     if a.is_cuda and _HAS_FP32_OUT:
-        hi, *rest = split_bf16(w, parts)
-        out = _bf16_product_fp32(hi, a)
-        for term in rest:
-            out.add_(_bf16_product_fp32(term, a))
+        out = None
+        for term in split_bf16(w, parts):
+            product = _bf16_product_fp32(a, term) if left else _bf16_product_fp32(term, a)
+            out = product if out is None else out.add_(product)
         return out.to(w.dtype)
-    return w @ a.to(w.dtype)
+    a = a.to(w.dtype)
+    return a @ w if left else w @ a
