@@ -11,7 +11,7 @@ import pytest
 import torch
 from pion_reference import ReferencePion
 
-from pion_rl.optim import Pion
+from pion_rl.optim import Pion, precision
 from pion_rl.optim.lie import left_generator, right_generator, skew
 from pion_rl.optim.pion_math import PionSettings, pion_step, state_shapes
 from pion_rl.optim.precision import (FUSED_EMA_MAX_CONTRACTION, accumulate_product, split_bf16, steering_inputs,
@@ -102,6 +102,42 @@ def test_bf16_path_matches_float64_reference_to_bf16_rounding(variant, second_mo
     error = ((got - want).norm() / (want - w0).norm()).item()
     assert error < bound
     assert error > 0  # the bf16 path really rounds
+
+
+@pytest.mark.parametrize("update_side", ["alternate", "both"])
+def test_cuda_arithmetic_emulated_on_cpu_matches_float64_reference(monkeypatch, update_side):
+    # With tensor-core products switched on, the bf16 path multiplies W's bf16 terms by bf16 generators with
+    # fp32 output, as on CUDA; on CPU the kernel is emulated by an fp32 GEMM of the same bf16 inputs.
+    gen = torch.Generator().manual_seed(4)
+    w0 = torch.randn(24, 16, generator=gen) / 4
+    grads = [torch.randn(24, 16, generator=gen) for _ in range(4)]
+    kernel, calls = precision._bf16_product_fp32, []
+
+    def counted(a, b):
+        calls.append((a.dtype, b.dtype))
+        return kernel(a, b)
+
+    def run():
+        p = torch.nn.Parameter(w0.clone())
+        opt = Pion([p], lr=0.02, precision="bf16", update_side=update_side, row_block=8)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        return p.detach().double()
+
+    on_cpu = run()
+    monkeypatch.setattr(precision, "tensor_core_products", lambda t: True)
+    monkeypatch.setattr(precision, "_bf16_product_fp32", counted)
+    emulated = run()
+    assert calls and all(dtypes == (torch.bfloat16, torch.bfloat16) for dtypes in calls)
+    ref_w = w0.double()
+    ref = ReferencePion([ref_w], 0.02, update_side=update_side, row_block=8)
+    for g in grads:
+        ref.step([g.double()])
+    moved = (ref_w - w0.double()).norm()
+    assert (emulated - ref_w).norm() / moved < 4 * U  # the bound of the CPU path's test above
+    # The two differ only in the generator products' output rounding (bf16 on CPU, fp32 on CUDA).
+    assert (emulated - on_cpu).norm() / moved < 2 * U
 
 
 @pytest.mark.parametrize("variant", ["lie_lie", "transported_ambient_ambient", "msign"])

@@ -21,6 +21,13 @@ PRECISIONS = ("fp32", "bf16")
 _HAS_FP32_OUT = hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.bmm, "dtype")
 
 
+def tensor_core_products(t: Tensor) -> bool:
+    """Whether bf16 x bf16 -> fp32 GEMMs run natively on ``t``'s device (CUDA): the ``"bf16"`` path then
+    multiplies by bf16 generators and splits W into bf16 terms; elsewhere it uses fp32 GEMMs of the rounded
+    generator (the same products). Tests switch this on to run the CUDA arithmetic on CPU."""
+    return t.is_cuda and _HAS_FP32_OUT
+
+
 def generator_dtype(precision: str, compute_dtype: torch.dtype) -> torch.dtype:
     """The dtype generators are rounded to before they enter a rotation."""
     return torch.bfloat16 if precision == "bf16" else compute_dtype
@@ -47,7 +54,7 @@ def steering_product(a: Tensor, b: Tensor, precision: str) -> Tensor:
     if precision != "bf16":
         return a @ b
     a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
-    return _bf16_product_fp32(a, b) if a.is_cuda else a @ b
+    return _bf16_product_fp32(a, b) if tensor_core_products(a) else a @ b
 
 
 def steering_inputs(*xs: Tensor, precision: str) -> tuple[Tensor, ...]:
@@ -76,7 +83,7 @@ def accumulate_product(buf: Tensor, a: Tensor, b: Tensor, beta: float, precision
     fused = buf.addmm_ if buf.ndim == 2 else buf.baddbmm_
     if precision != "bf16":
         fused(a, b, beta=beta, alpha=1.0 - beta)
-    elif not a.is_cuda and a.shape[-1] <= FUSED_EMA_MAX_CONTRACTION:
+    elif not tensor_core_products(a) and a.shape[-1] <= FUSED_EMA_MAX_CONTRACTION:
         fused(a.to(buf.dtype), b.to(buf.dtype), beta=beta, alpha=1.0 - beta)
     else:
         buf.lerp_(steering_product(a, b, precision).to(buf.dtype), 1.0 - beta)
@@ -85,7 +92,7 @@ def accumulate_product(buf: Tensor, a: Tensor, b: Tensor, beta: float, precision
 def as_multiplier(a: Tensor, compute_dtype: torch.dtype) -> Tensor:
     """A rounded generator in the form this device multiplies it by: bf16 for CUDA's tensor cores; elsewhere,
     whose precise products are fp32 GEMMs, its (exact) copy in the compute dtype, made once per step."""
-    return a if a.is_cuda and _HAS_FP32_OUT else a.to(compute_dtype)
+    return a if tensor_core_products(a) else a.to(compute_dtype)
 
 
 def split_bf16(w: Tensor, parts: int = 3) -> list[Tensor]:
@@ -115,7 +122,7 @@ def times_generator(w: Tensor, a: Tensor, parts: int = 3, *, left: bool = False)
     """
     if a.dtype == w.dtype:
         return a @ w if left else w @ a
-    if a.is_cuda and _HAS_FP32_OUT:
+    if tensor_core_products(a):
         out = None
         for term in split_bf16(w, parts):
             product = _bf16_product_fp32(a, term) if left else _bf16_product_fp32(term, a)
