@@ -5,7 +5,10 @@ measured under the same machine load. With ``--rounds R`` every optimizer is bui
 take turns, round by round, so a shared machine's changing load falls on all of them alike; each round's
 ratio to Muon is then taken within the round. Usage:
 
-    .venv/bin/python benchmarks/optimizer_step.py [--steps 2] [--rounds 1] [--scale 1.0] [--only NAME ...]
+    .venv/bin/python benchmarks/optimizer_step.py [--steps 2] [--rounds 1] [--scale 1.0] [--only NAME ...] [--by-matrix]
+
+``--by-matrix`` times each weight matrix of the layer alone (one optimizer per matrix), to see where the
+time goes.
 """
 
 from __future__ import annotations
@@ -80,12 +83,25 @@ def timed(opt: torch.optim.Optimizer, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def by_matrix(shapes: dict, names: list[str], steps: int) -> None:
+    """Step time of each optimizer on each matrix of the layer alone, and its ratio to Muon's."""
+    print("\n| matrix | shape | " + " | ".join(names) + " | " + " | ".join(f"{n} / muon_bf16ns" for n in names[3:]) + " |")
+    print("|---|---|" + "---|" * (2 * len(names) - 3))
+    for param, shape in shapes.items():
+        if len(shape) != 2:
+            continue
+        times = {name: timed(build(name, {param: shape}), steps) for name in names}
+        print(f"| {param} | {shape[0]} x {shape[1]} | " + " | ".join(f"{t:.3f}" for t in times.values()) + " | "
+              + " | ".join(f"{times[n] / times['muon_bf16ns']:.2f}" for n in names[3:]) + " |", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2, help="timed steps per optimizer (even: both sides of alternate)")
     parser.add_argument("--rounds", type=int, default=1, help="build all, then take turns for this many rounds")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink hidden sizes (quick look)")
     parser.add_argument("--only", nargs="*", default=None, help="optimizer names to run (always with the baselines)")
+    parser.add_argument("--by-matrix", action="store_true", help="time each matrix alone")
     args = parser.parse_args(argv)
     shapes = layer_shapes(args.scale)
     names = list(OPTIMIZERS) if not args.only else ["adamw_torch", "muon_bf16ns", "muon_fp32ns", *args.only]
@@ -93,6 +109,9 @@ def main(argv=None):
           f"{args.steps} timed steps each, fp32 params")
     matrices = param_groups([(n, torch.empty(s, device="meta", requires_grad=True)) for n, s in shapes.items()], "pion")
     print(f"{sum(len(g['params']) for g in matrices if g['algorithm'] == 'pion')} matrices to the matrix optimizer")
+    if args.by_matrix:
+        by_matrix(shapes, names, args.steps)
+        return
     if args.rounds == 1:  # one optimizer alive at a time
         results = {}
         for name in names:
