@@ -242,9 +242,49 @@ def kernel_check(device) -> dict:
     wb = w.to(torch.bfloat16).double()
     return {
         "times_generator": rel(times_generator(w, a), w.double() @ a.double()),
-        "times_generator_transposed": rel(times_generator(w.mT, a[:, :128, :128]), w.mT.double() @ a[:, :128, :128].double()),
+        "times_generator_left": rel(times_generator(w, a[:, :128, :128], left=True), a[:, :128, :128].double() @ w.double()),
         "steering_product_transposed": rel(steering_product(w.mT, w, "bf16"), wb.mT @ wb),
     }
+
+
+def fused_ema_probe(m: ModelShape, device, repeats: int = 5) -> dict:
+    """A candidate for CUDA's momentum update, measured, not used: one bf16 x bf16 GEMM accumulating into the fp32
+    buffer (``baddbmm`` with ``out_dtype`` and ``beta``, ``out`` the buffer itself) against today's product
+    blended by ``lerp_``. For two buffers (per-head q in-side, contraction ``head_dim``; gate_proj out-side,
+    contraction ``hidden``): whether each runs (else why not), its relative error against float64 of the same
+    bf16 inputs, and its time (s). The CPU has no such kernel: there the fused row reports the failure."""
+    out = {}
+    buffers = {"q_in": (m.q_heads, m.hidden, m.head_dim), "gate_out": (1, m.intermediate, m.hidden)}
+    for label, (b, n, k) in buffers.items():
+        gen = torch.Generator(device=device).manual_seed(5)
+        a = torch.randn(b, n, k, generator=gen, device=device).to(torch.bfloat16)
+        c = torch.randn(b, k, n, generator=gen, device=device).to(torch.bfloat16)
+        buf0 = torch.randn(b, n, n, generator=gen, device=device)
+        want = 0.9 * buf0.double() + 0.1 * (a.double() @ c.double())
+
+        def unfused(buf):
+            buf.lerp_(steering_product(a, c, "bf16").float(), 0.1)
+
+        def fused(buf):
+            torch.ops.aten.baddbmm.dtype_out(buf, a, c, torch.float32, beta=0.9, alpha=0.1, out=buf)
+
+        row = {}
+        for name, update in (("unfused", unfused), ("fused", fused)):
+            buf = buf0.clone()
+            try:
+                update(buf)
+            except (RuntimeError, NotImplementedError, AttributeError) as e:
+                row[name] = f"fails: {type(e).__name__}: {str(e)[:120]}"
+                continue
+            row[f"{name}_error"] = ((buf.double() - want).norm() / want.norm()).item()
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                update(buf)
+            _sync(device)
+            row[f"{name}_s"] = (time.perf_counter() - start) / repeats
+        out[label] = row
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -269,6 +309,12 @@ def main(argv=None) -> dict:
     report["kernels"] = kernel_check(device)
     print("bf16-path products, relative error against float64 of the same rounded inputs: "
           + ", ".join(f"{k} {v:.1e}" for k, v in report["kernels"].items()), flush=True)
+    report["fused_ema"] = fused_ema_probe(shape, device)
+    print("momentum update, a bf16 GEMM fused into the fp32 buffer against product + lerp (error vs float64, s):")
+    for buffer, row in report["fused_ema"].items():
+        print(f"  {buffer}: " + "; ".join(
+            f"{way} {row[f'{way}_error']:.1e}, {row[f'{way}_s']:.4f} s" if f"{way}_error" in row else f"{way} {row[way]}"
+            for way in ("unfused", "fused")), flush=True)
 
     if not args.skip_speed:
         table = optimizers(device.type == "cuda")

@@ -40,8 +40,15 @@ def test_tiny_run_from_a_bare_copy(tmp_path):
     assert "muon_dion" not in speed
 
     kernels = report["kernels"]  # fp32-accurate products of the rounded inputs; bf16 output on CPU
-    assert kernels["times_generator"] < 1e-6 and kernels["times_generator_transposed"] < 1e-6
+    assert kernels["times_generator"] < 1e-6 and kernels["times_generator_left"] < 1e-6
     assert kernels["steering_product_transposed"] < 2.0**-8
+
+    for row in report["fused_ema"].values():  # CPU: the blend of a bf16 product; the fused kernel is CUDA's
+        assert 0 < row["unfused_error"] < 2.0**-8
+        if "fused_error" in row:
+            assert row["fused_error"] < 1e-6
+        else:
+            assert row["fused"].startswith("fails: NotImplementedError")
 
     fidelity = report["fidelity"]
     assert 0.05 < fidelity["fp32"]["moved"] < 0.3  # the protocol moves the weights by 10-20%
