@@ -7,7 +7,7 @@ import torch
 
 from pion_rl.optim import Pion
 from pion_rl.optim.exp_maps import rotate_left, rotate_right
-from pion_rl.optim.newton_schulz import msign
+from pion_rl.optim.newton_schulz import msign, msign_of_skew_product
 
 
 def _skew(n, theta, seed=0):
@@ -81,6 +81,16 @@ def test_msign_returns_the_polar_factor_up_to_ns_scaling():
     assert 0.6 < torch.diagonal(core).min() and torch.diagonal(core).max() < 1.25
     # One matrix (2-D GEMMs) and a batch of one (batched GEMMs) are the same iteration.
     torch.testing.assert_close(msign(g[None], steps=5, dtype=torch.float64)[0], y, rtol=0, atol=1e-12)
+
+
+def test_msign_of_a_skew_product_runs_the_same_iteration_on_the_gram_side():
+    gen = torch.Generator().manual_seed(5)
+    w, m = (torch.randn(3, 8, 40, generator=gen, dtype=torch.float64) for _ in range(2))
+    s = w.mT @ m - m.mT @ w  # rank <= 16 in 40 dimensions
+    got = msign_of_skew_product(torch.cat([w, m], dim=-2), steps=5)
+    assert got.shape == (3, 40, 40)
+    torch.testing.assert_close(got, msign(s, steps=5, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert msign_of_skew_product(torch.zeros(16, 40, dtype=torch.float64)).abs().max() == 0  # no 0/0
 
 
 @pytest.mark.parametrize("method", ["cayley", "exp"])

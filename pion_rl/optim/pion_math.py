@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
 from .lie import left_generator, left_product, right_generator, right_product, rms_step_size, skew
-from .newton_schulz import NS_COEFFICIENTS, msign
+from .newton_schulz import NS_COEFFICIENTS, msign, msign_of_skew_product
 from .precision import (PRECISIONS, accumulate_product, as_multiplier, generator_dtype, steering_inputs,
                         times_generator)
 
@@ -118,13 +118,24 @@ def _lie_generator(m: Tensor, v: Tensor | None, eps: float, dtype: torch.dtype) 
     return _precondition(skew(m), v, eps).to(dtype)
 
 
-def _msign_generator(half_generator: Tensor, s: PionSettings, compute: torch.dtype) -> Tensor:
-    """``msign`` of the half generator; under ``bf16`` Newton-Schulz runs in bf16 (as Muon's) and its result is
-    projected back onto the skew matrices (exact arithmetic keeps it skew, bf16 rounding does not)."""
-    if s.precision == "fp32":
-        return msign(half_generator.to(compute), s.msign_steps, NS_COEFFICIENTS, compute)
-    u = msign(half_generator, s.msign_steps, NS_COEFFICIENTS, torch.bfloat16)
-    return skew(0.5 * u.to(compute), torch.bfloat16)  # halving is exact; one rounding, so exactly skew
+def _msign_generator(w: Tensor, m: Tensor, right: bool, s: PionSettings, compute: torch.dtype) -> Tensor:
+    """``msign`` of the half generator ``(W^T M - M^T W)/2`` (``right``) or ``(M W^T - W M^T)/2``, from the
+    steering inputs ``w``, ``m`` ``(..., r, c)``.
+
+    The generator is ``P^T J P`` with ``P = [W; M]`` (right) or ``[M^T; W^T]`` (left); when ``P`` has at most
+    half as many rows as the generator has (per-head blocks: 256 against 2048), Newton-Schulz runs on the
+    small Gram side in the compute dtype (:func:`msign_of_skew_product`, the same iteration). Otherwise it runs
+    on the generator: in the compute dtype under ``fp32``; under ``bf16`` in bf16, as Muon's. A ``bf16``
+    result is projected back onto the skew matrices and rounded once (exact arithmetic keeps it skew,
+    rounding does not)."""
+    p = torch.cat([w, m], dim=-2) if right else torch.cat([m.mT, w.mT], dim=-2)
+    if 2 * p.shape[-2] <= p.shape[-1]:
+        u = msign_of_skew_product(p.to(compute), s.msign_steps, NS_COEFFICIENTS)
+    else:
+        half = 0.5 * (right_generator if right else left_generator)(w, m, s.precision, generator_dtype(s.precision, compute))
+        ns_dtype = compute if s.precision == "fp32" else torch.bfloat16
+        u = msign(half.to(ns_dtype), s.msign_steps, NS_COEFFICIENTS, ns_dtype).to(compute)
+    return u if s.precision == "fp32" else skew(0.5 * u, torch.bfloat16)  # halving is exact: one rounding
 
 
 def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: PionSettings) -> dict[str, Tensor]:
@@ -181,8 +192,8 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
             carried = m
         else:  # msign: orthogonalised half-generators with a fixed step, no RMS scaling
             w_low, m_low = steering_inputs(w, m, precision=s.precision)
-            a_in = _msign_generator(0.5 * right_generator(w_low, m_low, s.precision, low), s, compute) if right else None
-            a_out = _msign_generator(0.5 * left_generator(w_low, m_low, s.precision, low), s, compute) if left else None
+            a_in = _msign_generator(w_low, m_low, True, s, compute) if right else None
+            a_out = _msign_generator(w_low, m_low, False, s, compute) if left else None
 
     a_in, a_out = (None if a is None else as_multiplier(a, compute) for a in (a_in, a_out))
     wa = times_generator(w, a_in) if a_in is not None else None
