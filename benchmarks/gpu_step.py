@@ -77,7 +77,8 @@ def _dion_muon(named, head_dim):
                     lr=1e-3, mu=0.95, nesterov=True, adjust_lr="rms_norm", use_triton=True, weight_decay=0.01)
 
 
-def _torch_muon(named, head_dim, fused):
+def torch_muon(named, head_dim=None, fused=False):
+    """torch.optim.Muon on the matrices (pion_rl.optim.param_groups routing) chained with AdamW on the rest."""
     groups = param_groups(named, "muon")
     muon = torch.optim.Muon([p for g in groups if g["algorithm"] == "muon" for p in g["params"]], lr=1e-3,
                             weight_decay=0.01, adjust_lr_fn="match_rms_adamw")
@@ -105,7 +106,7 @@ def optimizers(cuda: bool) -> dict:
         "adamw_foreach": lambda named, hd: torch.optim.AdamW([p for _, p in named], lr=1e-3, weight_decay=0.01, foreach=True),
         "adamw_fused": lambda named, hd: torch.optim.AdamW([p for _, p in named], lr=1e-3, weight_decay=0.01, fused=True),
         "muon_dion": _dion_muon,
-        "muon_torch": lambda named, hd: _torch_muon(named, hd, fused=cuda),
+        "muon_torch": lambda named, hd: torch_muon(named, hd, fused=cuda),
         "muon_bf16ns": lambda named, hd: Muon(named, lr=1e-3),
         "muon_fp32ns": lambda named, hd: Muon(named, lr=1e-3, ns_dtype="float32"),
     }

@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from gpu_step import torch_muon  # noqa: E402  (this script's directory is on sys.path)
 from pion_rl.optim import Muon, Pion, param_groups
 
 HIDDEN, INTERMEDIATE, HEAD_DIM, Q_HEADS, KV_HEADS = 2048, 6144, 128, 16, 8
@@ -40,6 +41,7 @@ OPTIMIZERS = {
     "adamw_torch": lambda named: torch.optim.AdamW([p for _, p in named], lr=1e-3, weight_decay=0.01),
     "muon_bf16ns": lambda named: Muon(named, lr=1e-3),
     "muon_fp32ns": lambda named: Muon(named, lr=1e-3, ns_dtype="float32"),
+    "muon_torch": torch_muon,  # torch.optim.Muon (bf16 Newton-Schulz) + AdamW for the norms
 }
 for _variant in ("lie_lie", "transported_ambient_ambient", "msign"):
     for _side in ("alternate", "both"):

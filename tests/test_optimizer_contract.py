@@ -149,6 +149,16 @@ def test_non_finite_gradient_raises_naming_the_parameter_and_changes_nothing(nam
             assert torch.equal(v, after[key][k])
 
 
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_finite_gradient_whose_sum_overflows_is_not_an_error(name):
+    groups, params = _model_groups(name)
+    opt = OPTIMIZERS[name](groups)
+    grads = _grads(params, 1)[0]
+    grads[2].fill_(3e38)  # finite, but its sum is inf in fp32
+    _step(opt, params, grads)
+    assert all(torch.isfinite(p).all() for p in params) and opt.state[params[2]]
+
+
 def test_bad_input_gives_clear_errors():
     matrix = torch.nn.Parameter(torch.zeros(6, 4))
     bias = torch.nn.Parameter(torch.zeros(6))
