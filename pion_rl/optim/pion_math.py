@@ -126,10 +126,9 @@ def _msign_generator(w: Tensor, m: Tensor, right: bool, s: PionSettings, compute
     half as many rows as the generator has (per-head blocks: 256 against 2048), Newton-Schulz runs on the
     small Gram side in the compute dtype (:func:`msign_of_skew_product`, the same iteration; at that size it
     costs about what bf16 iterations on the generator do even at fp32's rate, and in bf16 it measured 2-3x
-    their error).
-    Otherwise it runs on the generator: in the compute dtype under ``fp32``; under ``bf16`` in bf16, as
-    Muon's. A ``bf16`` result is projected back onto the skew matrices and rounded once (exact arithmetic
-    keeps it skew, rounding does not)."""
+    their error). Otherwise it runs on the generator: in the compute dtype under ``fp32``; under ``bf16`` in
+    bf16, as Muon's. A ``bf16`` result is projected back onto the skew matrices and rounded once (exact
+    arithmetic keeps it skew, rounding does not)."""
     p = torch.cat([w, m], dim=-2) if right else torch.cat([m.mT, w.mT], dim=-2)
     if 2 * p.shape[-2] <= p.shape[-1]:
         u = msign_of_skew_product(p.to(compute), s.msign_steps, NS_COEFFICIENTS)
