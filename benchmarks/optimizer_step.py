@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from gpu_step import torch_muon  # noqa: E402  (this script's directory is on sys.path)
+from gpu_step import torch_muon  # this script's directory is on sys.path
 from pion_rl.optim import Muon, Pion, param_groups
 
 HIDDEN, INTERMEDIATE, HEAD_DIM, Q_HEADS, KV_HEADS = 2048, 6144, 128, 16, 8
