@@ -22,10 +22,21 @@ def _factor(x, exp_map, degree):
     return torch.linalg.matrix_exp(x)
 
 
-def _ns_msign(s, steps):
-    a, b, c = 3.4445, -4.7750, 2.0315
+#: Newton-Schulz coefficient schedules, copied from their sources: Muon's single triple ("simple") and the
+#: five triples the official release's pion_msign.py runs by default ("quintic", in NVIDIA Emerging-Optimizers'
+#: muon_utils.py).
+NS_SCHEDULES = {
+    "simple": [(3.4445, -4.7750, 2.0315)],
+    "quintic": [(4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
+                (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012)],
+}
+
+
+def _ns_msign(s, steps, coefficients="quintic"):
+    schedule = NS_SCHEDULES[coefficients]
     y = s / max(torch.linalg.norm(s).item(), 1e-7)
-    for _ in range(steps):
+    for i in range(steps):
+        a, b, c = schedule[i % len(schedule)]
         gram = y @ y.T
         y = a * y + (b * gram + c * gram @ gram) @ y
     return y
@@ -36,12 +47,12 @@ class ReferencePion:
 
     def __init__(self, weights, lr, variant="lie_lie", update_side="both", exp_map="taylor", degree=2,
                  scaling="rms", c=0.2, betas=None, second_moment=False, eps=1e-8, row_block=None,
-                 msign_steps=5, msign_lambda=1.0):
+                 msign_steps=5, msign_coefficients="quintic", msign_lambda=1.0):
         self.weights, self.lr, self.variant, self.side = weights, lr, variant, update_side
         self.exp_map, self.degree, self.scaling, self.c = exp_map, degree, scaling, c
         self.betas = betas or ((0.95, 0.999) if variant == "msign" else (0.9, 0.999))
         self.second_moment, self.eps, self.row_block = second_moment, eps, row_block
-        self.msign_steps, self.msign_lambda = msign_steps, msign_lambda
+        self.msign_steps, self.msign_coefficients, self.msign_lambda = msign_steps, msign_coefficients, msign_lambda
         self.t = 0
         self.state = {}
 
@@ -75,8 +86,8 @@ class ReferencePion:
                     m = st["m"]
                     if self.variant == "msign":
                         lam = self.lr * self.msign_lambda
-                        a_in = -lam * _ns_msign(0.5 * (W.T @ m - m.T @ W), self.msign_steps)
-                        a_out = -lam * _ns_msign(0.5 * (m @ W.T - W @ m.T), self.msign_steps)
+                        a_in = -lam * _ns_msign(0.5 * (W.T @ m - m.T @ W), self.msign_steps, self.msign_coefficients)
+                        a_out = -lam * _ns_msign(0.5 * (m @ W.T - W @ m.T), self.msign_steps, self.msign_coefficients)
                     else:
                         if self.second_moment:
                             st["v"] = b2 * st.get("v", torch.zeros_like(m)) + (1 - b2) * m**2

@@ -41,6 +41,13 @@ def test_variants_match_reference(shape, variant, second_moment, update_side):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("coefficients", ["quintic", "simple"])
+def test_msign_schedules_match_reference(coefficients):
+    got, want, _ = _run_both((12, 8), steps=4, variant="msign", update_side="alternate",
+                             msign_coefficients=coefficients)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("exp_map,degree", [("taylor", 1), ("taylor", 3), ("cayley", 2), ("exp", 2)])
 @pytest.mark.parametrize("scaling", ["rms", "none"])
 def test_exp_maps_and_scalings_match_reference(exp_map, degree, scaling):

@@ -32,6 +32,6 @@ def muon_step(
     """
     momentum_buffer.lerp_(g, 1.0 - momentum)
     update = g.lerp(momentum_buffer, momentum) if nesterov else momentum_buffer
-    ortho = msign(update, ns_steps, ns_coefficients, ns_dtype)
+    ortho = msign(update, ns_steps, (ns_coefficients,), ns_dtype)  # one triple at every iteration
     w.mul_(1.0 - lr * weight_decay)
     w.add_(ortho, alpha=-lr * rms_scale * math.sqrt(max(w.shape[-2:])))

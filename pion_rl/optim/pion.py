@@ -27,6 +27,9 @@ class Pion(MatrixOptimizer):
         second_moment: RMS-normalise the momentum elementwise (``lie_lie``, ``transported_ambient_ambient``).
         row_block: rows per independent block (per-head q/k/v, split fused weights); must divide d_out.
         msign_steps, msign_lambda: Newton-Schulz steps and step multiplier of the ``msign`` variant.
+        msign_coefficients: its Newton-Schulz schedule (:data:`pion_rl.optim.newton_schulz.NS_SCHEDULES`):
+            ``"quintic"``, five triples as in the official release (``msign_steps`` a multiple of 5), or
+            ``"simple"``, Muon's one triple at every step.
         precision: how the matrix products are rounded (:mod:`pion_rl.optim.precision`). ``"fp32"``: all in
             the compute dtype (fp32; fp64 for fp64 params), the spec-exact reference. ``"bf16"``: the tensor-core
             path: generators from bf16 inputs, rounded to bf16 (still exactly skew, so every map stays a
@@ -72,6 +75,7 @@ class Pion(MatrixOptimizer):
         eps: float = 1e-8,
         row_block: int | None = None,
         msign_steps: int = 5,
+        msign_coefficients: str = "quintic",
         msign_lambda: float = 1.0,
         precision: str = "fp32",
         weight_decay: float = 0.0,
@@ -84,7 +88,8 @@ class Pion(MatrixOptimizer):
         defaults = dict(
             lr=lr, variant=variant, update_side=update_side, exp_map=exp_map, degree=degree, scaling=scaling,
             rms_scale=rms_scale, betas=betas, second_moment=second_moment, eps=eps, row_block=row_block,
-            msign_steps=msign_steps, msign_lambda=msign_lambda, precision=precision,
+            msign_steps=msign_steps, msign_coefficients=msign_coefficients, msign_lambda=msign_lambda,
+            precision=precision,
             weight_decay=weight_decay,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
         )

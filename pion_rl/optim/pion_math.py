@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
 from .lie import left_generator, left_product, right_generator, right_product, rms_step_size, skew
-from .newton_schulz import NS_COEFFICIENTS, msign, msign_of_skew_product
+from .newton_schulz import NS_SCHEDULES, msign, msign_of_skew_product
 from .precision import (PRECISIONS, accumulate_product, as_multiplier, generator_dtype, steering_inputs,
                         times_generator)
 
@@ -41,6 +41,7 @@ class PionSettings:
     second_moment: bool = False
     eps: float = 1e-8
     msign_steps: int = 5
+    msign_coefficients: str = "quintic"
     msign_lambda: float = 1.0
     precision: str = "fp32"
 
@@ -59,6 +60,12 @@ class PionSettings:
         check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must lie in [0, 1), got {self.betas}")
         check(self.eps > 0.0, f"eps must be > 0, got {self.eps}")
         check(self.msign_steps >= 1, f"msign_steps must be >= 1, got {self.msign_steps}")
+        check(self.msign_coefficients in NS_SCHEDULES,
+              f"unknown msign_coefficients {self.msign_coefficients!r}; expected one of {tuple(NS_SCHEDULES)}")
+        triples = len(NS_SCHEDULES[self.msign_coefficients])
+        check(self.msign_steps % triples == 0,
+              f"msign_steps={self.msign_steps} is not a multiple of the {triples} triples of msign_coefficients="
+              f"{self.msign_coefficients!r}; use a multiple, or msign_coefficients='simple' (one triple, any steps)")
         check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         check(not (self.variant == "msign" and self.second_moment),
               "the msign variant has no second moment; set second_moment=False")
@@ -73,7 +80,8 @@ class PionSettings:
             exp_map=group["exp_map"], degree=group["degree"], scaling=group["scaling"],
             rms_scale=float(group["rms_scale"]), betas=tuple(float(b) for b in betas),
             second_moment=bool(group["second_moment"]), eps=float(group["eps"]),
-            msign_steps=int(group["msign_steps"]), msign_lambda=float(group["msign_lambda"]),
+            msign_steps=int(group["msign_steps"]), msign_coefficients=group["msign_coefficients"],
+            msign_lambda=float(group["msign_lambda"]),
             precision=group["precision"],
         )
 
@@ -129,13 +137,14 @@ def _msign_generator(w: Tensor, m: Tensor, right: bool, s: PionSettings, compute
     their error). Otherwise it runs on the generator: in the compute dtype under ``fp32``; under ``bf16`` in
     bf16, as Muon's. A ``bf16`` result is projected back onto the skew matrices and rounded once (exact
     arithmetic keeps it skew, rounding does not)."""
+    schedule = NS_SCHEDULES[s.msign_coefficients]
     p = torch.cat([w, m], dim=-2) if right else torch.cat([m.mT, w.mT], dim=-2)
     if 2 * p.shape[-2] <= p.shape[-1]:
-        u = msign_of_skew_product(p.to(compute), s.msign_steps, NS_COEFFICIENTS)
+        u = msign_of_skew_product(p.to(compute), s.msign_steps, schedule)
     else:
         half = 0.5 * (right_generator if right else left_generator)(w, m, s.precision, generator_dtype(s.precision, compute))
         ns_dtype = compute if s.precision == "fp32" else torch.bfloat16
-        u = msign(half.to(ns_dtype), s.msign_steps, NS_COEFFICIENTS, ns_dtype).to(compute)
+        u = msign(half.to(ns_dtype), s.msign_steps, schedule, ns_dtype).to(compute)
     return u if s.precision == "fp32" else skew(0.5 * u, torch.bfloat16)  # halving is exact: one rounding
 
 
