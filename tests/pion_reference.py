@@ -1,4 +1,5 @@
-"""A deliberately naive Pion, written from the algorithm (pion_rl/optim/ALGORITHM.md), to test pion_rl.optim.Pion.
+"""A deliberately naive Pion, written from the algorithm (pion_rl/optim/ALGORITHM.md), to test pion_rl.optim.Pion,
+and the official release's PionOptimizer (``OfficialPion``: its routing, groups and AdamW around that Pion).
 
 One matrix (row block) at a time, explicit generators and explicit factor matrices E; no code shared with
 the package.
@@ -110,3 +111,56 @@ class ReferencePion:
                 w[rows] = e_out @ (W @ e_in)
                 if self.variant == "transported_ambient_ambient":
                     st["m"] = e_out @ (st["m"] @ e_in)
+
+
+#: Name fragments the official release's PionOptimizer sends to AdamW, whatever their shape
+#: (verl/verl/custom_optimizer/pion.py in GitHub Sphere-AI-Lab/pion), and those it updates per head.
+OFFICIAL_ADAMW_NAMES = ("lm_head", "embed_tokens", "word_embeddings", "tok_embeddings", "token_embedding", "wte",
+                        "embedding")
+OFFICIAL_PER_HEAD_NAMES = ("q_proj", "k_proj", "v_proj", ".query.", ".key.", ".value.")
+
+
+class OfficialPion:
+    """The official release's ``PionOptimizer`` as its recipes configure it, on named tensors (updated in place).
+
+    Routing: a 2-D tensor whose lower-cased name contains none of :data:`OFFICIAL_ADAMW_NAMES` is a Pion
+    matrix, with no weight decay; a matrix named like q/k/v (``...weight``) whose rows split into ``head_dim``
+    blocks is updated per head. Everything else takes its AdamW, with ``weight_decay``.
+
+    Matrix step: both momenta ``m <- beta1 m + (1 - beta1) skew(.)`` of ``W^T G`` and ``G W^T`` every step;
+    odd steps the in side, even the out side; ``A = -m``, ``alpha = lr * 0.2 * sqrt(r c) / (||W A||_F + 1e-12)``
+    per block, and ``W + alpha W A + (alpha W A)(alpha A) / 2``, which is ``W E(alpha A)`` with ``E`` the
+    degree-2 Taylor factor: :class:`ReferencePion` (``lie_lie``, ``alternate``) computes exactly that.
+
+    AdamW step: ``p <- p (1 - lr wd)``; ``m <- b1 m + (1 - b1) g``; ``v <- b2 v + (1 - b2) g^2``;
+    ``p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+    """
+
+    def __init__(self, named_weights, lr, head_dim, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.matrices, self.per_head, self.adamw = {}, set(), {}
+        for name, w in named_weights:
+            if w.ndim == 2 and not any(t in name.lower() for t in OFFICIAL_ADAMW_NAMES):
+                per_head = (name.endswith(".weight") and any(t in name for t in OFFICIAL_PER_HEAD_NAMES)
+                            and w.shape[0] % head_dim == 0)
+                if per_head:
+                    self.per_head.add(name)
+                self.matrices[name] = ReferencePion([w], lr, update_side="alternate", betas=betas,
+                                                    row_block=head_dim if per_head else None)
+            else:
+                self.adamw[name] = {"w": w, "m": torch.zeros_like(w), "v": torch.zeros_like(w)}
+        self.t = 0
+
+    def step(self, grads):
+        """``grads``: name -> gradient, for every tensor."""
+        self.t += 1
+        for name, ref in self.matrices.items():
+            ref.step([grads[name]])
+        b1, b2 = self.betas
+        for name, st in self.adamw.items():
+            g = grads[name]
+            st["w"].mul_(1 - self.lr * self.weight_decay)
+            st["m"] = b1 * st["m"] + (1 - b1) * g
+            st["v"] = b2 * st["v"] + (1 - b2) * g * g
+            denom = st["v"].sqrt() / math.sqrt(1 - b2**self.t) + self.eps
+            st["w"].sub_(self.lr / (1 - b1**self.t) * st["m"] / denom)

@@ -70,6 +70,13 @@ SHARED = {
     "data.train_files": "/nowhere/data/deepmath/train.parquet",
     "data.val_files": [f"/nowhere/data/math_eval/{b}.parquet" for b in BENCHMARKS],
 }
+# What each optimizer's recipe sets to run the official release's arithmetic (pion_rl/optim/ALGORITHM.md,
+# "Against the official release").
+OFFICIAL_ARITHMETIC = {
+    "pion": {"actor_rollout_ref.actor.optim.override_optimizer_config.precision": "fp32"},
+    "muon": {"actor_rollout_ref.actor.optim.override_optimizer_config.adamw_eps_form": "before_bias_correction"},
+    "adamw": {},
+}
 RECIPE_CHECKPOINT_CONTENTS = ["model", "optimizer", "extra"]
 OPTIMIZER_KEYS = {"optimizer", "weight_decay", "override_optimizer_config"}
 # The run name carries the optimizer (wandb run, checkpoint dir, rollout trace), so the three runs stay apart.
@@ -124,7 +131,8 @@ def _flatten(tree, prefix=""):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_script_composes_to_the_spec_recipe(runs, model, optimizer):
     config = _composed(runs[model, optimizer])
-    expected = {**SHARED, **PER_MODEL[model], "actor_rollout_ref.model.path": MODELS[model],
+    expected = {**SHARED, **PER_MODEL[model], **OFFICIAL_ARITHMETIC[optimizer],
+                "actor_rollout_ref.model.path": MODELS[model],
                 "actor_rollout_ref.actor.optim.optimizer": OPTIMIZERS[optimizer]}
     assert {k: _get(config, k) for k in expected} == expected
     # One optimizer step per RL step.
@@ -182,18 +190,22 @@ def test_optim_section_builds_through_verl(runs, optimizer):
         assert set(by_algorithm) == {("adamw", None), ("pion", 32), ("pion", None)}
         pion = by_algorithm["pion", None]
         assert (pion["variant"], pion["update_side"], pion["degree"], pion["second_moment"], pion["weight_decay"],
-                pion["precision"]) == ("lie_lie", "alternate", 2, False, 0.0, "bf16")
+                pion["precision"]) == ("lie_lie", "alternate", 2, False, 0.0, "fp32")
         assert tuple(pion["betas"])[0] == 0.9
     elif optimizer == "muon":
         assert set(by_algorithm) == {("adamw", None), ("muon", None)}
         muon = by_algorithm["muon", None]
         assert (muon["momentum"], muon["nesterov"], muon["ns_steps"], muon["weight_decay"]) == (0.95, True, 5, 0.01)
+        # The official Muon's fallback: eps added to the raw root, before the bias corrections.
+        assert by_algorithm["adamw", None]["adamw_eps_form"] == "before_bias_correction"
     else:
         (group,) = groups
         assert group["weight_decay"] == 0.01 and tuple(group["betas"]) == (0.9, 0.999)
     if optimizer != "adamw":
         adamw = by_algorithm["adamw", None]
         assert adamw["adamw_weight_decay"] == 0.01 and tuple(adamw["adamw_betas"]) == (0.9, 0.999)
+        if optimizer == "pion":  # the official Pion's fallback is torch's AdamW
+            assert adamw["adamw_eps_form"] == "after_bias_correction"
         assert "model.embed_tokens.weight" in adamw["param_names"] and "lm_head.weight" in adamw["param_names"]
 
 
@@ -282,6 +294,7 @@ def worker_checked_runs(tmp_path_factory):
         "lr": ("actor_rollout_ref.actor.optim.lr=-1",),
         "reward_mode": ("reward.custom_reward_function.reward_kwargs.mode=bogus",),
         "math_verify": ("reward.custom_reward_function.reward_kwargs.mode=math_verify",),
+        "bf16": ("actor_rollout_ref.actor.optim.override_optimizer_config.precision=bf16",),
         "head_dim": ("+actor_rollout_ref.actor.optim.override_optimizer_config.head_dim=24",),
         "model_head_dim": (),
     }
@@ -313,6 +326,13 @@ def test_dry_run_rejects_what_the_workers_would_reject_in_one_line(worker_checke
 def test_math_verify_reward_override_as_documented_composes(worker_checked_runs):
     config = _composed(worker_checked_runs["math_verify"])
     assert _get(config, "reward.custom_reward_function.reward_kwargs") == {"mode": "math_verify"}
+
+
+def test_bf16_precision_is_one_override_away(worker_checked_runs):
+    # The override passes the workers' own optimizer construction (the dry run builds it) and reaches the config.
+    run = worker_checked_runs["bf16"]
+    assert "All configuration checks passed" in run.stderr, run.stderr[-3000:]
+    assert _get(_composed(run), "actor_rollout_ref.actor.optim.override_optimizer_config.precision") == "bf16"
 
 
 def test_dry_run_reads_pion_head_size_from_a_local_model_config(worker_checked_runs, runs):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .adamw_math import adamw_step
+from .adamw_math import EPS_FORMS, adamw_step
 from .param_groups import param_groups
 from .sharding import compute_dtype, in_compute_dtype, local_tensor, make_exchange
 
@@ -88,7 +88,7 @@ def _is_named(params: list) -> bool:
 class MatrixOptimizer(torch.optim.Optimizer):
     """Base class: groups with ``algorithm`` equal to :attr:`algorithm` hold 2-D matrices; ``"adamw"`` groups
     hold anything and are updated by decoupled AdamW with bias correction (options ``adamw_betas``,
-    ``adamw_eps``, ``adamw_weight_decay``).
+    ``adamw_eps``, ``adamw_weight_decay``, ``adamw_eps_form``: :data:`pion_rl.optim.adamw_math.EPS_FORMS`).
 
     ``params`` may be tensors, group dicts, or ``(name, tensor)`` pairs such as ``model.named_parameters()``;
     named parameters are routed by :func:`pion_rl.optim.param_groups` (``head_dim`` is passed on).
@@ -134,6 +134,9 @@ class MatrixOptimizer(torch.optim.Optimizer):
         for key, rule in {**ADAMW_OPTIONS, **self.numeric_options}.items():
             if key in group:
                 rule.check(name, key, group[key])
+        if group["adamw_eps_form"] not in EPS_FORMS:
+            raise ValueError(f"{name}: unknown adamw_eps_form {group['adamw_eps_form']!r}; expected one of "
+                             f"{EPS_FORMS}")
         if group["algorithm"] not in (self.algorithm, "adamw"):
             raise ValueError(
                 f"{name}: param group algorithm {group['algorithm']!r} must be "
@@ -365,5 +368,5 @@ class MatrixOptimizer(torch.optim.Optimizer):
                 adamw_step(
                     param, local_tensor(p.grad).to(param.dtype), state["exp_avg"], state["exp_avg_sq"],
                     int(state["step"].item()), lr=group["lr"], betas=group["adamw_betas"], eps=group["adamw_eps"],
-                    weight_decay=group["adamw_weight_decay"],
+                    weight_decay=group["adamw_weight_decay"], eps_form=group["adamw_eps_form"],
                 )

@@ -26,7 +26,8 @@ class Muon(MatrixOptimizer):
     """Muon with the paper's settings (``pion_rl/optim/ALGORITHM.md``): momentum 0.95, Nesterov, 5 quintic
     Newton-Schulz steps (in bf16), step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
 
-    ``params``, the ``adamw_*`` options, ``head_dim`` and ``process_group`` are as for :class:`pion_rl.optim.Pion`;
+    ``params``, the ``adamw_*`` options, ``head_dim`` and ``process_group`` are as for :class:`pion_rl.optim.Pion`
+    (the official Muon's fallback is ``adamw_eps_form="before_bias_correction"``, which the recipe uses);
     groups use ``algorithm`` ``"muon"`` or ``"adamw"``. ``ns_dtype`` may be a dtype or a name (``"bfloat16"``,
     ``"float32"``) so Hydra configs can set it. State per matrix: ``step`` and ``momentum_buffer`` like ``W``.
     """
@@ -53,6 +54,7 @@ class Muon(MatrixOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.999),
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.01,
+        adamw_eps_form: str = "after_bias_correction",
         head_dim: int | None = None,
         process_group=None,
     ):
@@ -60,6 +62,7 @@ class Muon(MatrixOptimizer):
             lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients),
             ns_dtype=ns_dtype, rms_scale=rms_scale, weight_decay=weight_decay,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
+            adamw_eps_form=adamw_eps_form,
         )
         # Muon updates whole matrices; head_dim only matters to Pion's per-head blocks.
         super().__init__(params, defaults, head_dim=None, process_group=process_group)

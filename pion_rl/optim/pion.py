@@ -38,7 +38,8 @@ class Pion(MatrixOptimizer):
             relative, which steers the step but does not bend the spectrum).
         weight_decay: decoupled decay of Pion matrices. 0 by default: decay shrinks singular values, which
             is exactly what Pion is built not to do.
-        adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's options.
+        adamw_betas, adamw_eps, adamw_weight_decay, adamw_eps_form: the AdamW fallback's options
+            (``adamw_eps_form``: where eps enters, :data:`pion_rl.optim.adamw_math.EPS_FORMS`).
         head_dim: with named params, q/k/v get ``row_block=head_dim``.
         process_group: for plain tensors replicated over ranks (DDP): each matrix is then updated on one owner
             rank, which alone keeps its state, and the result is sent to all. FSDP2 DTensor parameters need
@@ -82,6 +83,7 @@ class Pion(MatrixOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.999),
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.01,
+        adamw_eps_form: str = "after_bias_correction",
         head_dim: int | None = None,
         process_group=None,
     ):
@@ -92,6 +94,7 @@ class Pion(MatrixOptimizer):
             precision=precision,
             weight_decay=weight_decay,
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
+            adamw_eps_form=adamw_eps_form,
         )
         super().__init__(params, defaults, head_dim=head_dim, process_group=process_group)
         #: Per matrix updated on this rank in the last step: ``pion_step``'s ``step_size`` and ``generator_norm``
