@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from pion_rl.optim import Muon, Pion
+from pion_rl.optim.adamw_math import EPS_FORMS
 from pion_rl.optim.exp_maps import EXP_MAPS
-from pion_rl.optim.newton_schulz import NS_COEFFICIENTS
+from pion_rl.optim.newton_schulz import NS_COEFFICIENTS, NS_SCHEDULES
 from pion_rl.optim.pion_math import SCALINGS, SIDE_ALIASES, UPDATE_SIDES, VARIANTS
+from pion_rl.optim.precision import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "pion_rl" / "optim" / "ALGORITHM.md"
@@ -46,10 +48,11 @@ def test_readmes_and_code_cite_the_algorithm_description():
 
 def test_every_option_value_the_code_accepts_is_described():
     doc = DOC.read_text()
-    for value in (*VARIANTS, *UPDATE_SIDES, *SIDE_ALIASES, *EXP_MAPS, *SCALINGS):
+    for value in (*VARIANTS, *UPDATE_SIDES, *SIDE_ALIASES, *EXP_MAPS, *SCALINGS, *NS_SCHEDULES, *EPS_FORMS,
+                  *PRECISIONS):
         assert f"`{value}`" in doc, value
     for heading in ("Generators", "Maps", "Which side", "Step size", "Variants", "Row blocks", "Which parameters",
-                    "The baselines", "The RL recipe", "What the paper reports"):
+                    "The baselines", "The RL recipe", "What the paper reports", "Against the official release"):
         assert re.search(rf"^## {heading}", doc, re.M), heading
 
 
@@ -63,6 +66,12 @@ def test_stated_defaults_are_the_code_defaults():
     assert pion["weight_decay"].default == 0.0 and pion["adamw_weight_decay"].default == 0.01
     assert "`adamw_weight_decay` 0.01" in doc
     assert NS_COEFFICIENTS == (3.4445, -4.7750, 2.0315) and "(3.4445, -4.7750, 2.0315)" in doc
+    assert pion["msign_coefficients"].default == "quintic" and "default the official release's schedule `quintic`" in doc
+    for a, b, c in NS_SCHEDULES["quintic"]:
+        assert f"({a:.4f}, {b:.4f}, {c:.4f})" in doc
+    for optimizer in (Pion, Muon):
+        assert inspect.signature(optimizer).parameters["adamw_eps_form"].default == "after_bias_correction"
+    assert "`after_bias_correction` (the default" in doc
     muon = inspect.signature(Muon).parameters
     assert (muon["momentum"].default, muon["ns_steps"].default) == (0.95, 5)
 
@@ -85,8 +94,11 @@ def recipes():
 
     from pion_rl.verl_plugin.compose import compose_config
 
-    return {name: OmegaConf.to_container(compose_config(REPO / "configs", name, []), resolve=True)
-            for name in ("qwen3_1.7b_deepmath", "r1_distill_qwen_1.5b_deepmath")}
+    composed = {name: OmegaConf.to_container(compose_config(REPO / "configs", name, []), resolve=True)
+                for name in ("qwen3_1.7b_deepmath", "r1_distill_qwen_1.5b_deepmath")}
+    composed["muon"] = OmegaConf.to_container(
+        compose_config(REPO / "configs", "qwen3_1.7b_deepmath", ["optimizer=muon"]), resolve=True)
+    return composed
 
 
 def test_recipe_tables_match_the_configs(recipes):
@@ -105,6 +117,9 @@ def test_recipe_tables_match_the_configs(recipes):
     assert f"`n` = {recipes['qwen3_1.7b_deepmath']['actor_rollout_ref']['rollout']['n']}" in shared["advantage"][0]
     pion = recipes["qwen3_1.7b_deepmath"]["actor_rollout_ref"]["actor"]["optim"]["override_optimizer_config"]
     assert f"`{pion['variant']}`, `{pion['update_side']}`" in shared["Pion"][0]
+    assert f"`precision` `{pion['precision']}`" in shared["Pion"][0]
+    muon = recipes["muon"]["actor_rollout_ref"]["actor"]["optim"]["override_optimizer_config"]
+    assert f"`adamw_eps_form` `{muon['adamw_eps_form']}`" in shared["Muon"][0]
 
 
 def test_paper_results_table_averages_its_rows():
