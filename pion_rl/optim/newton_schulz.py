@@ -41,11 +41,10 @@ def coefficient_schedule(schedule: Sequence[Coefficients], steps: int) -> list[C
         triples = []
     if not triples or any(len(triple) != 3 for triple in triples):
         raise ValueError(f"a Newton-Schulz schedule is a non-empty sequence of (a, b, c) triples, got {schedule!r}")
-    schedule = triples
-    if steps < 1 or (len(schedule) > 1 and steps % len(schedule)):
+    if steps < 1 or steps % len(triples):
         raise ValueError(f"Newton-Schulz steps={steps} must be a positive multiple of the schedule's "
-                         f"{len(schedule)} triples")
-    return schedule * (steps // len(schedule))
+                         f"{len(triples)} triples")
+    return triples * (steps // len(triples))
 
 
 def msign(
