@@ -14,7 +14,7 @@ from verl import DataProto
 
 from pion_rl.demo.tokenizer import build_tokenizer
 from pion_rl.reward import (MAX_ANSWER_CHARS, check_options, compute_score, last_boxed_answer,
-                            missing_ground_truth_count, symbolic)
+                            missing_ground_truth_count, normalize_answer, symbolic)
 
 # The generous per-call wall-time bound for hostile inputs (the math_verify timeout is 1 s by default).
 TIME_BOUND_S = 2.0
@@ -52,6 +52,18 @@ def warm_verify_pool():
 def test_strict_known_matches_and_mismatches(response, ground_truth, expected_pred, expected_score):
     result = compute_score("deepmath", response, ground_truth)
     assert result == {"score": expected_score, "acc": expected_score == 1.0, "pred": expected_pred}
+
+
+MATRIX_SPACED = r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}"
+MATRIX_TIGHT = r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"
+
+
+def test_strict_keeps_a_row_break_followed_by_a_space():
+    r"""`\\ 3` is a row break then 3: its second backslash must not start the spacing command `\ `."""
+    assert normalize_answer(MATRIX_SPACED) == normalize_answer(MATRIX_TIGHT) == MATRIX_TIGHT
+    assert compute_score("deepmath", f"\\boxed{{{MATRIX_SPACED}}}", MATRIX_TIGHT)["score"] == 1.0
+    assert compute_score("deepmath", f"\\boxed{{{MATRIX_TIGHT}}}", MATRIX_SPACED)["score"] == 1.0
+    assert normalize_answer(r"a \\\ b") == r"a\\b"  # a row break, then the space command: only the latter goes
 
 
 def test_the_last_boxed_answer_counts():
