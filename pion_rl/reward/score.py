@@ -19,7 +19,7 @@ MODES = ("strict", "math_verify", "paper")
 # The data sources data_prep and the CPU demo write (all math with a boxed final answer, all scored by the same
 # rule). Another source is scored the same way with a one-time warning: a reward wired to the wrong dataset
 # should be visible.
-DATA_SOURCES = ("deepmath", "aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench",
+DATA_SOURCES = ("zwhe99/DeepMath-103K", "aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench",
                 "synthetic_arith")
 # Keyword arguments verl 0.9.1's reward managers add to the call when a reward model router is configured.
 _VERL_CALL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
