@@ -210,6 +210,34 @@ def test_paper_mode_keeps_the_missing_ground_truth_accounting():
     assert compute_score(DEEPMATH, r"\boxed{3 \text{ cm}}", ["2", "3"], mode="paper")["score"] == 1.0
 
 
+def _readme_mode_table() -> list[list[str]]:
+    """The README's table of where the three modes differ: [answer, ground truth, strict, paper, math_verify]."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    header = "| answer in the box | ground truth | strict | paper | math_verify |"
+    lines = readme.split(header, 1)[1].splitlines()[2:]  # past the header's line and its separator
+    rows = []
+    for line in lines:
+        if not line.strip().startswith("|"):
+            break
+        rows.append([cell.strip().strip("`") for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_the_readme_table_of_modes_is_what_the_modes_score():
+    rows = _readme_mode_table()
+    assert len(rows) >= 6
+    for answer, ground_truth, *scores in rows:
+        response = f"\\boxed{{{answer}}}"
+        measured = [compute_score(DEEPMATH, response, ground_truth, mode=mode)["score"]
+                    for mode in ("strict", "paper", "math_verify")]
+        assert measured == [float(score) for score in scores], (answer, ground_truth)
+    # It shows each mode above each other somewhere, except strict above math_verify (which never scores below it).
+    strict, paper, math_verify = zip(*[[float(x) for x in row[2:]] for row in rows])
+    for above, below in ((paper, strict), (strict, paper), (paper, math_verify), (math_verify, paper),
+                         (math_verify, strict)):
+        assert any(a > b for a, b in zip(above, below))
+
+
 HOSTILE = {
     "10 MB without a box": ("x" * 10_000_000, "1"),
     "10 MB after the box": (r"\boxed{1}" + "y" * 10_000_000, "2"),
