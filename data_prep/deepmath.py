@@ -7,7 +7,9 @@ or ``--local-path`` to a local copy (a .parquet / .jsonl / .json file or a direc
 machines. The rows, and their order, are those the paper's release writes for the same source (its
 ``examples/data_preprocess/deepmath_dataset.py``): ``datasets``' ``train_test_split(test_size=0.01, seed=42)``
 holds out ceil(1%) of the records as the test split, and both splits keep that permutation's order;
-``data_source`` is ``zwhe99/DeepMath-103K`` and ``extra_info.index`` a row's position in its split.
+``data_source`` is ``zwhe99/DeepMath-103K`` and ``extra_info.index`` a row's position in its split. The ground
+truth is the content of the last box of ``final_answer`` (else all of it) as `pion_rl.reward` extracts it;
+verl's extraction, which the release uses, differs only on an escaped brace inside a box and on ``\\fbox``.
 
 Bad records (and JSONL lines that are not JSON objects, named by file and line) are reported by their position
 in the source and left out. The split is computed over every source record, as the release sees them, so a bad
