@@ -423,12 +423,25 @@ def test_a_missing_ground_truth_scores_zero_and_is_counted(ground_truth, caplog)
     for response in (r"\boxed{None}", r"\boxed{nan}", r"\boxed{}", r"\boxed{[]}"):
         assert compute_score(DEEPMATH, response, ground_truth)["score"] == 0.0
     assert missing_ground_truth_count() == before + 4
-    # The first, tenth, hundredth... occurrence is logged with the running count (the next one here).
+
+
+@pytest.mark.parametrize("counter, trouble, message", [
+    ("_missing_ground_truths", (r"\boxed{1}", None, "strict"),
+     "100 response(s) so far had a missing or empty ground truth (latest from data_source {source!r})"),
+    ("_timeouts", ("\\boxed{" + "9" * 3_000_000 + "}", "9", "paper"),
+     "100 comparison(s) so far used up reward_kwargs.verify_timeout_s of CPU time and scored 0 (latest from "
+     "data_source {source!r})"),
+])
+def test_troubles_are_logged_at_the_1st_10th_100th_occurrence(counter, trouble, message, caplog, monkeypatch):
+    from pion_rl.reward import score
+
+    monkeypatch.setattr(getattr(score, counter), "count", 98)  # as if 98 had happened in this process
+    response, ground_truth, mode = trouble
     with caplog.at_level("WARNING", logger="pion_rl.reward.score"):
-        while not float(np.log10(missing_ground_truth_count() + 1)).is_integer():
-            compute_score(DEEPMATH, r"\boxed{1}", None)
-        compute_score(DEEPMATH, r"\boxed{1}", None)
-    assert f"{missing_ground_truth_count()} response(s) so far had a missing or empty ground truth" in caplog.text
+        compute_score("amc23", response, ground_truth, mode=mode, verify_timeout_s=0.02)  # the 99th: quiet
+        assert caplog.text == ""
+        compute_score("amc23", response, ground_truth, mode=mode, verify_timeout_s=0.02)  # the 100th: logged
+    assert message.format(source="amc23") in caplog.text
 
 
 @pytest.mark.parametrize("response, ground_truth, score", [
