@@ -429,8 +429,8 @@ def test_a_missing_ground_truth_scores_zero_and_is_counted(ground_truth, caplog)
     ("_missing_ground_truths", (r"\boxed{1}", None, "strict"),
      "100 response(s) so far had a missing or empty ground truth (latest from data_source {source!r})"),
     ("_timeouts", ("\\boxed{" + "9" * 3_000_000 + "}", "9", "paper"),
-     "100 comparison(s) so far used up reward_kwargs.verify_timeout_s of CPU time and scored 0 (latest from "
-     "data_source {source!r})"),
+     "100 comparison(s) so far used up reward_kwargs.verify_timeout_s of CPU time and counted as no match "
+     "(latest from data_source {source!r})"),
 ])
 def test_troubles_are_logged_at_the_1st_10th_100th_occurrence(counter, trouble, message, caplog, monkeypatch):
     from pion_rl.reward import score

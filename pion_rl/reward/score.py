@@ -47,8 +47,8 @@ _missing_ground_truths = _Occurrences(
     "%d response(s) so far had a missing or empty ground truth (latest from data_source %r) and scored 0; check "
     "the dataset's reward_model.ground_truth column")
 _timeouts = _Occurrences(
-    "%d comparison(s) so far used up reward_kwargs.verify_timeout_s of CPU time and scored 0 (latest from "
-    "data_source %r); each one is also a sample's timed_out=True")
+    "%d comparison(s) so far used up reward_kwargs.verify_timeout_s of CPU time and counted as no match (latest "
+    "from data_source %r); validation shows them as timed_out")
 
 
 def check_options(*, mode: str = "strict", verify_timeout_s: float = 1.0, **verl_kwargs) -> None:
