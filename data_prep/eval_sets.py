@@ -64,12 +64,14 @@ def local_copy(directory: Path, name: str) -> Path:
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="~/data/math_eval", help="output directory")
-    parser.add_argument("--names", nargs="+", choices=list(SOURCES), default=list(SOURCES))
+    parser.add_argument("--out", default="~/data/math_eval", help="output directory (default: %(default)s)")
+    parser.add_argument("--names", nargs="+", choices=list(SOURCES), default=list(SOURCES), metavar="NAME",
+                        help=f"the sets to write, of {', '.join(SOURCES)} (default: all of them)")
     parser.add_argument("--local-path", metavar="DIR",
                         help="a directory with a local copy of each set (offline machines): DIR/<name>.parquet, "
                              ".jsonl (one JSON object per line) or .json (a JSON list of objects), or a directory "
-                             "DIR/<name>/ of such files, with the hub's columns (see the table in this file)")
+                             "DIR/<name>/ of such files, with the hub's columns (see the table in this file) "
+                             "(default: read each set from the hub)")
     args = parser.parse_args(argv)
 
     conversions = {}

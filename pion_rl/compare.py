@@ -34,7 +34,8 @@ TRAIN_REWARD = "critic/score/mean"
 TELEMETRY_PANELS = {"max rel. singular-value change": "optim/max_rel_sv_change", "update RMS": "optim/update_rms"}
 #: Panels always drawn on a log axis (Pion's spectral drift sits orders of magnitude below AdamW's and Muon's).
 LOG_SCALE_METRICS = ("optim/max_rel_sv_change",)
-VAL_CORE = re.compile(r"^val-core/(?P<benchmark>[^/]+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
+# The benchmark is verl's data_source, which may hold a slash (DeepMath's is zwhe99/DeepMath-103K).
+VAL_CORE = re.compile(r"^val-core/(?P<benchmark>.+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
 WANDB_RUN_PATH = re.compile(r"^[\w.-]+/[\w.-]+/(runs/)?[\w-]+$")
 
 
@@ -180,7 +181,8 @@ def panel_metrics(runs: list[Run], extra: tuple[str, ...] = ()) -> dict[str, str
             if match["benchmark"] not in best_n or n > best_n[match["benchmark"]][0]:
                 best_n[match["benchmark"]] = (n, key)
     for benchmark, (_, key) in sorted(best_n.items()):
-        panels[f"val {benchmark} ({key.split('/', 2)[2]})"] = key
+        match = VAL_CORE.match(key)
+        panels[f"val {benchmark} ({match['var']}/mean@{match['n']})"] = key
     logged = sorted({key for run in runs for key in run.history.columns})
     for title, name in TELEMETRY_PANELS.items():
         key = next((key for key in logged if key == name or key.endswith("/" + name)), None)

@@ -192,3 +192,16 @@ def test_names_may_follow_one_flag_and_a_wrong_count_is_told_exactly(two_runs, t
         main([*map(str, two_runs), str(two_runs[0]), "--name", "a", "b"])
     err = capsys.readouterr().err
     assert "got 2 name(s) (a, b) for 3 runs" in err and "give one --name per run, in order, or none" in err
+
+
+def test_a_benchmark_named_by_a_hub_id_gets_its_panel():
+    """verl names validation metrics by data_source; DeepMath's held-out split's is `zwhe99/DeepMath-103K`."""
+    import pandas as pd
+
+    from pion_rl.compare import Run, panel_metrics
+
+    keys = ["val-core/zwhe99/DeepMath-103K/acc/mean@4", "val-core/zwhe99/DeepMath-103K/acc/mean@1",
+            "val-core/aime24/acc/mean@32"]
+    panels = panel_metrics([Run("a", pd.DataFrame(columns=[REWARD, *keys]))])
+    assert panels == {"train reward": REWARD, "val aime24 (acc/mean@32)": "val-core/aime24/acc/mean@32",
+                      "val zwhe99/DeepMath-103K (acc/mean@4)": "val-core/zwhe99/DeepMath-103K/acc/mean@4"}

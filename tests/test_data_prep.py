@@ -67,53 +67,91 @@ def _run_deepmath(copy: Path, out: Path, *extra: str) -> dict[str, pd.DataFrame]
     return {split: pd.read_parquet(out / f"{split}.parquet") for split in ("train", "test")}
 
 
-def test_deepmath_rows_have_verl_schema_prompt_and_ground_truth(deepmath_copy, tmp_path):
-    splits = _run_deepmath(deepmath_copy, tmp_path)
-    source = _deepmath_records()
-    for split, frame in splits.items():
+def _official_splits(records: list[dict], test_size: float = 0.01, seed: int = 42) -> dict[str, list[dict]]:
+    """What the paper's release (verl/examples/data_preprocess/deepmath_dataset.py) writes for ``records``,
+    good records only: ``datasets``' own split of all of them, each row numbered by its position in its split."""
+    import datasets
+
+    numbered = datasets.Dataset.from_list(records).add_column("source_position", list(range(len(records))))
+    split = numbered.train_test_split(test_size=test_size, seed=seed)
+    rows = {}
+    for name in ("train", "test"):
+        rows[name] = []
+        for index, record in enumerate(split[name]):
+            if records[record["source_position"]]["topic"] != "bad":
+                rows[name].append({
+                    "data_source": "zwhe99/DeepMath-103K",
+                    "prompt": [{"role": "user", "content": record["question"].rstrip() + INSTRUCTION}],
+                    "ability": "math",
+                    "reward_model": {"style": "rule", "ground_truth": record["final_answer"].removeprefix(
+                        "\\boxed{").removesuffix("}")},
+                    "extra_info": {"split": name, "index": index, "topic": record["topic"],
+                                   "difficulty": record["difficulty"]},
+                })
+    return rows
+
+
+def _official_splits_positions(n_records: int) -> dict[str, list[int]]:
+    import datasets
+
+    split = datasets.Dataset.from_dict({"i": list(range(n_records))}).train_test_split(test_size=0.01, seed=42)
+    return {name: split[name]["i"] for name in ("train", "test")}
+
+
+def _plain_rows(frame: pd.DataFrame) -> list[dict]:
+    """A parquet split as plain Python rows (numpy arrays of messages back to lists)."""
+    return [{**row, "prompt": list(row["prompt"])} for row in frame.to_dict("records")]
+
+
+@pytest.mark.parametrize("seed, test_fraction", [(42, 0.01), (7, 0.05)])
+def test_deepmath_cli_writes_the_official_rows_in_the_official_order(deepmath_copy, tmp_path, seed, test_fraction):
+    """Through the command line, on a source with bad records among the good: the rows `datasets`'
+    train_test_split gives the paper's script, in its order, with the bad records left out as gaps."""
+    out = tmp_path / "out"
+    done = _script("deepmath.py", "--local-path", str(deepmath_copy), "--out", str(out), "--seed", str(seed),
+                   "--test-fraction", str(test_fraction))
+    assert done.returncode == 0, done.stderr
+    expected = _official_splits(_deepmath_records(), test_fraction, seed)
+    n_records = N_GOOD + len(BAD)
+    assert sum(map(len, expected.values())) == N_GOOD
+    for split in ("train", "test"):
+        frame = pd.read_parquet(out / f"{split}.parquet")
         assert list(frame.columns) == ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+        assert _plain_rows(frame) == expected[split]
+    # ceil, not round: 305 records at 1% hold out 4 (3.05 rounded up), whatever their quality.
+    n_test = -(-n_records * test_fraction // 1)
+    held_out = [row["extra_info"]["index"] for row in expected["test"]]
+    assert max(held_out, default=-1) < n_test and len(held_out) <= n_test
+    assert f"deepmath: {len(expected['train'])} train rows, {len(expected['test'])} test rows" in done.stdout
+
+
+def test_deepmath_rows_are_scored_by_the_reward(deepmath_copy, tmp_path):
+    splits = _run_deepmath(deepmath_copy, tmp_path)
+    for frame in splits.values():
         for row in frame.to_dict("records"):
-            index = row["extra_info"]["index"]
-            record = source[index]
-            assert row["data_source"] == "deepmath" and row["ability"] == "math"
-            assert list(row["prompt"]) == [{"role": "user", "content": record["question"].rstrip() + INSTRUCTION}]
-            assert row["prompt"][0]["content"].endswith("output the final answer within \\boxed{}.")
-            i = int(record["question"].split()[1])  # "Compute i + i."
+            i = int(row["prompt"][0]["content"].split()[1])  # "Compute i + i."
             assert row["reward_model"] == {"style": "rule", "ground_truth": str(2 * i)}  # \boxed{..} unwrapped
-            assert row["extra_info"] == {
-                "split": split,
-                "index": index,
-                "difficulty": record["difficulty"],
-                "topic": record["topic"],
-            }
-            # The reward accepts the answer the prompt asks for.
-            assert compute_score("deepmath", f"... so \\boxed{{{2 * i}}}", row["reward_model"]["ground_truth"])["acc"]
+            for mode in ("strict", "paper"):
+                assert compute_score(row["data_source"], f"... so \\boxed{{{2 * i}}}",
+                                     row["reward_model"]["ground_truth"], mode=mode)["acc"]
 
 
-def test_deepmath_split_sizes_disjointness_and_determinism(deepmath_copy, tmp_path):
+def test_deepmath_split_is_deterministic_and_seeded(deepmath_copy, tmp_path):
     first = _run_deepmath(deepmath_copy, tmp_path / "a")
     again = _run_deepmath(deepmath_copy, tmp_path / "b")
     other_seed = _run_deepmath(deepmath_copy, tmp_path / "c", "--seed", "7")
-
-    test_indices = set(first["test"].extra_info.map(lambda e: e["index"]))
-    train_indices = set(first["train"].extra_info.map(lambda e: e["index"]))
-    assert len(test_indices) == round(0.01 * N_GOOD) == 3
-    assert len(train_indices) == N_GOOD - 3
-    assert test_indices.isdisjoint(train_indices)
-    assert test_indices | train_indices == set(range(N_GOOD + len(BAD))) - set(BAD)
-    assert sorted(train_indices) == list(first["train"].extra_info.map(lambda e: e["index"]))  # source order
     for split in ("train", "test"):
         pd.testing.assert_frame_equal(first[split], again[split])  # same seed, same files
-    assert set(other_seed["test"].extra_info.map(lambda e: e["index"])) != test_indices
+    questions = {name: {m[0]["content"] for m in frame.prompt} for name, frame in first.items()}
+    assert questions["train"].isdisjoint(questions["test"])
+    assert {m[0]["content"] for m in other_seed["test"].prompt} != questions["test"]
 
 
-def test_deepmath_max_samples_keeps_the_test_split(deepmath_copy, tmp_path):
+def test_deepmath_max_samples_takes_the_first_training_rows(deepmath_copy, tmp_path):
     full = _run_deepmath(deepmath_copy, tmp_path / "full")
     capped = _run_deepmath(deepmath_copy, tmp_path / "capped", "--max-samples", "40")
-    assert len(capped["train"]) == 40
+    pd.testing.assert_frame_equal(capped["train"], full["train"].iloc[:40])
     pd.testing.assert_frame_equal(capped["test"], full["test"])
-    full_train = set(full["train"].extra_info.map(lambda e: e["index"]))
-    assert set(capped["train"].extra_info.map(lambda e: e["index"])) <= full_train
 
 
 def test_deepmath_bad_records_are_reported_by_index_and_counted(deepmath_copy, tmp_path, capsys):
@@ -124,7 +162,30 @@ def test_deepmath_bad_records_are_reported_by_index_and_counted(deepmath_copy, t
         assert reason in line
     total = N_GOOD + len(BAD)
     assert f"deepmath: {total} records, {N_GOOD} rows, {len(BAD)} bad" in report
-    assert f"deepmath: {N_GOOD - 3} train rows, 3 test rows" in report
+    expected = _official_splits(_deepmath_records())
+    assert f"deepmath: {len(expected['train'])} train rows, {len(expected['test'])} test rows" in report
+
+
+def test_verl_draws_the_r1_distill_subset_from_our_file_as_from_the_official_one(deepmath_copy, tmp_path):
+    """The R1-Distill recipe's problems are verl's `train_max_samples` draw (data.shuffle, data.seed 42) over the
+    train file: over our file it picks the rows it picks over the release's, in the same order."""
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    import datasets
+
+    _run_deepmath(deepmath_copy, tmp_path / "ours")
+    official = tmp_path / "official.parquet"
+    datasets.Dataset.from_list(_official_splits(_deepmath_records())["train"]).to_parquet(str(official))
+    config = OmegaConf.create({"max_prompt_length": 4096, "filter_overlong_prompts": False, "shuffle": True,
+                               "seed": 42, "cache_dir": str(tmp_path / "verl_cache")})
+    tokenizer = build_tokenizer()
+    drawn = [RLHFDataset(str(path), tokenizer, config, max_samples=50) for path in (tmp_path / "ours" / "train.parquet",
+                                                                                   official)]
+    ours, theirs = ([{key: row[key] for key in ("prompt", "reward_model", "extra_info")} for row in d.dataframe]
+                    for d in drawn)
+    assert len(ours) == 50 and ours == theirs
+    # ...and it is a draw, not the file's first rows.
+    assert [row["extra_info"]["index"] for row in ours] != list(range(50))
 
 
 def _one_line_error(capsys) -> str:
@@ -136,7 +197,7 @@ def _one_line_error(capsys) -> str:
 def test_deepmath_wrong_columns_fail_with_the_available_ones(tmp_path, capsys):
     pd.DataFrame([{"problem": "1+1?", "answer": "2"}]).to_parquet(tmp_path / "other.parquet")
     assert deepmath.main(["--local-path", str(tmp_path / "other.parquet"), "--out", str(tmp_path / "out")]) == 2
-    assert "no column ['question', 'final_answer', 'difficulty', 'topic']; its columns are ['answer', 'problem']" \
+    assert "no column ['question', 'final_answer', 'topic', 'difficulty']; its columns are ['answer', 'problem']" \
         in _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
 
@@ -171,15 +232,18 @@ def test_deepmath_no_usable_input_is_an_error_and_writes_nothing(tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
-def test_deepmath_too_few_rows_for_a_test_split(tmp_path, capsys):
-    source = _jsonl(tmp_path / "five.jsonl", _deepmath_records()[:5])
+def test_deepmath_too_few_records_or_only_bad_ones_held_out(tmp_path, capsys):
+    one = _jsonl(tmp_path / "one.jsonl", _deepmath_records()[:1])
     out = tmp_path / "out"
-    assert deepmath.main(["--local-path", str(source), "--out", str(out)]) == 2
-    assert ("--test-fraction 0.01 of 5 rows holds out no test row; give more rows, a fraction of at least 0.2, "
-            "or --test-fraction 0 for an empty test split") in _one_line_error(capsys)
+    assert deepmath.main(["--local-path", str(one), "--out", str(out)]) == 2
+    assert "cannot hold out --test-fraction 0.01 of 1 records: " in _one_line_error(capsys)
     assert not out.exists()
-    # Asked for explicitly, an empty test split is written with the train split's schema, and said so.
-    splits = _run_deepmath(source, out, "--test-fraction", "0")
+    # Five records hold out one (ceil of 5%); where that one is bad, the test split is empty, written with the
+    # train split's schema, and said so.
+    records = _deepmath_records()[:5]
+    [held_out] = _official_splits_positions(len(records))["test"]
+    records[held_out] = {**records[held_out], "question": "", "topic": "bad"}
+    splits = _run_deepmath(_jsonl(tmp_path / "five.jsonl", records), out)
     assert "test.parquet is an empty split" in capsys.readouterr().out
     assert len(splits["test"]) == 0 and list(splits["test"].columns) == list(splits["train"].columns)
     assert pq.read_schema(out / "test.parquet") == pq.read_schema(out / "train.parquet").remove_metadata()
@@ -206,10 +270,15 @@ def _script(name: str, *args: str, env: dict | None = None) -> subprocess.Comple
                           timeout=120, env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
 
 
-def test_help_lists_the_local_path_formats():
+def test_help_lists_the_local_path_formats_and_every_default():
     for name in ("deepmath.py", "eval_sets.py"):
-        text = " ".join(_script(name, "--help").stdout.split())
+        help_text = _script(name, "--help").stdout
+        text = " ".join(help_text.split())
         assert ".parquet, .jsonl (one JSON object per line) or .json (a JSON list of objects)" in text, text
+        options = re.split(r"\n  (?=-)", help_text.split("options:", 1)[1])[1:]
+        assert len(options) >= 3
+        for option in options:
+            assert option.startswith("-h") or "(default: " in " ".join(option.split()), option
 
 
 @pytest.mark.parametrize("name", ["deepmath.py", "eval_sets.py"])
@@ -317,4 +386,4 @@ def test_eval_sets_a_set_without_rows_is_an_error_and_writes_no_set(tmp_path, ca
 def test_every_eval_set_has_a_data_source_the_reward_knows():
     from pion_rl.reward import DATA_SOURCES
 
-    assert set(eval_sets.SOURCES) | {"deepmath"} <= set(DATA_SOURCES)  # every source data_prep writes is scored
+    assert set(eval_sets.SOURCES) | {deepmath.HUB_ID} <= set(DATA_SOURCES)  # every source data_prep writes is scored

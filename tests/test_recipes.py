@@ -27,7 +27,7 @@ BENCHMARKS = ["aime24", "aime25", "amc23", "minerva", "olympiadbench"]
 PER_MODEL = {
     "qwen3_1.7b": {"data.train_batch_size": 128, "data.max_response_length": 4096, "data.train_max_samples": -1},
     "distilled": {"data.train_batch_size": 64, "data.max_response_length": 8192, "data.train_max_samples": 50000,
-                  "data.seed": 42},
+                  "data.seed": 42, "data.shuffle": True},  # verl's draw of the paper's 50,000 problems
 }
 SHARED = {
     "algorithm.adv_estimator": "grpo",
@@ -55,6 +55,7 @@ SHARED = {
     "data.truncation": "error",
     "reward.custom_reward_function.path": "pkg://pion_rl.reward",
     "reward.custom_reward_function.name": "compute_score",
+    "reward.custom_reward_function.reward_kwargs.mode": "paper",  # the official release's reward
     "trainer.total_epochs": 1,
     # Checkpoints: every 50 steps and at the last, the latest 2 kept, resumed by themselves, each with the
     # policy as a Hugging Face directory.

@@ -1,7 +1,10 @@
-"""pion_rl.reward: the boxed-answer reward, its two modes, its time bound, and its path through verl."""
+"""pion_rl.reward: the boxed-answer reward, its three modes, its CPU-time bound, and its path through verl."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,12 +14,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from verl import DataProto
+from verl.utils.reward_score import math_reward
 
 from pion_rl.demo.tokenizer import build_tokenizer
 from pion_rl.reward import (MAX_ANSWER_CHARS, check_options, compute_score, last_boxed_answer,
-                            missing_ground_truth_count, symbolic)
+                            missing_ground_truth_count, normalize_answer, symbolic, timeout_count)
 
-# The generous per-call wall-time bound for hostile inputs (the math_verify timeout is 1 s by default).
+DEEPMATH = "zwhe99/DeepMath-103K"  # the data_source data_prep/deepmath.py writes, as the paper's release does
+# The CPU time the hostile-input tests give each comparison, and the generous wall-time bound of one call.
+HOSTILE_CPU_S = 0.25
 TIME_BOUND_S = 2.0
 
 
@@ -24,7 +30,8 @@ TIME_BOUND_S = 2.0
 def warm_verify_pool():
     """Start the math-verify forkserver once (about a second, once per process) so timings below measure
     the steady state."""
-    assert compute_score("deepmath", r"\boxed{0.5}", r"\frac{1}{2}", mode="math_verify")["score"] == 1.0
+    assert compute_score(DEEPMATH, r"\boxed{0.5}", r"\frac{1}{2}", mode="math_verify")["score"] == 1.0
+    assert compute_score(DEEPMATH, r"\boxed{0.5}", r"\frac{1}{2}", mode="paper")["score"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -50,17 +57,29 @@ def warm_verify_pool():
     ],
 )
 def test_strict_known_matches_and_mismatches(response, ground_truth, expected_pred, expected_score):
-    result = compute_score("deepmath", response, ground_truth)
-    assert result == {"score": expected_score, "acc": expected_score == 1.0, "pred": expected_pred}
+    result = compute_score(DEEPMATH, response, ground_truth)
+    assert result == {"score": expected_score, "acc": expected_score == 1.0, "pred": expected_pred, "timed_out": False}
+
+
+MATRIX_SPACED = r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}"
+MATRIX_TIGHT = r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"
+
+
+def test_strict_keeps_a_row_break_followed_by_a_space():
+    r"""`\\ 3` is a row break then 3: its second backslash must not start the spacing command `\ `."""
+    assert normalize_answer(MATRIX_SPACED) == normalize_answer(MATRIX_TIGHT) == MATRIX_TIGHT
+    assert compute_score(DEEPMATH, f"\\boxed{{{MATRIX_SPACED}}}", MATRIX_TIGHT)["score"] == 1.0
+    assert compute_score(DEEPMATH, f"\\boxed{{{MATRIX_TIGHT}}}", MATRIX_SPACED)["score"] == 1.0
+    assert normalize_answer(r"a \\\ b") == r"a\\b"  # a row break, then the space command: only the latter goes
 
 
 def test_the_last_boxed_answer_counts():
     two_answers = r"First guess \boxed{1}. On reflection, \boxed{2}."
-    assert compute_score("deepmath", two_answers, "2")["score"] == 1.0
-    assert compute_score("deepmath", two_answers, "1")["score"] == 0.0
+    assert compute_score(DEEPMATH, two_answers, "2")["score"] == 1.0
+    assert compute_score(DEEPMATH, two_answers, "1")["score"] == 0.0
     # A response cut off inside its last box has no final answer, whatever came before.
     truncated = r"First guess \boxed{1}. On reflection, \boxed{\frac{1}{"
-    assert compute_score("deepmath", truncated, "1") == {"score": 0.0, "acc": False, "pred": ""}
+    assert compute_score(DEEPMATH, truncated, "1") == {"score": 0.0, "acc": False, "pred": "", "timed_out": False}
     # \fbox and \boxed compete on position.
     assert last_boxed_answer(r"\boxed{1} \fbox{2}") == "2"
     assert last_boxed_answer(r"\fbox{1} \boxed{2}") == "2"
@@ -96,11 +115,12 @@ def test_boxed_extraction_balances_braces(text, answer):
 )
 def test_math_verify_mode_accepts_equivalent_forms_strict_does_not(pred, ground_truth):
     response = f"Hence $\\boxed{{{pred}}}$."
-    assert compute_score("deepmath", response, ground_truth)["score"] == 0.0
-    assert compute_score("deepmath", response, ground_truth, mode="math_verify") == {
+    assert compute_score(DEEPMATH, response, ground_truth)["score"] == 0.0
+    assert compute_score(DEEPMATH, response, ground_truth, mode="math_verify") == {
         "score": 1.0,
         "acc": True,
         "pred": pred,
+        "timed_out": False,
     }
 
 
@@ -116,8 +136,106 @@ def test_math_verify_mode_accepts_equivalent_forms_strict_does_not(pred, ground_
     ],
 )
 def test_math_verify_mode_agrees_with_strict_on_matches_and_true_mismatches(response, ground_truth, strict_score):
-    assert compute_score("deepmath", response, ground_truth)["score"] == strict_score
-    assert compute_score("deepmath", response, ground_truth, mode="math_verify")["score"] == strict_score
+    assert compute_score(DEEPMATH, response, ground_truth)["score"] == strict_score
+    assert compute_score(DEEPMATH, response, ground_truth, mode="math_verify")["score"] == strict_score
+
+
+# Where the paper's reward (verl's math_reward, Hendrycks MATH normalisation) and strict disagree, as measured
+# against the official release: (answer in the box, ground truth, strict, paper).
+PAPER_VS_STRICT = [
+    (r"5 \text{ cm}", "5", 0.0, 1.0),  # units
+    (r"1/2", r"\frac{1}{2}", 0.0, 1.0),
+    (r"x = 42", "42", 0.0, 1.0),
+    (r"k=3", "3", 0.0, 1.0),
+    ("42", "x = 42", 0.0, 1.0),  # a dropped left-hand side
+    (r"30^\circ", "30", 0.0, 1.0),
+    (r"30^{\circ}", "30", 0.0, 1.0),
+    (r"\frac12", r"\frac{1}{2}", 0.0, 1.0),
+    (r"\sqrt2", r"\sqrt{2}", 0.0, 1.0),
+    ("0.5", "1/2", 0.0, 1.0),
+    (r"\$5", "5", 0.0, 1.0),
+    (r"50\%", "50", 0.0, 1.0),
+    ("42.", "42", 1.0, 0.0),  # a trailing period
+    (r"\text{Yes}", "Yes", 1.0, 0.0),
+    (r"1\,000", "1000", 1.0, 0.0),
+]
+# More responses on which paper mode must give verl's verdict, whatever it is.
+PAPER_MORE = [
+    (r"\boxed{\fbox{7}}", "7"),
+    (r"\fbox{7}", "7"),  # verl finds the \fbox but cannot unwrap it: 0
+    (r"the answer is $\boxed 7$", "7"),
+    (r"\boxed 7 and later \boxed{8}", "8"),  # verl's unbraced-box rule wins wherever a `\boxed ` appears
+    (r"First \boxed{1}, then \boxed{2}.", "2"),
+    (r"First \boxed{1}, then \boxed{2}.", "1"),
+    (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}"),
+    (r"\boxed{\left( 1, 2 \right)}", "(1,2)"),
+    (r"\boxed{.5}", "0.5"),
+    (r"\boxed{(x+1)^2}", "x^2+2x+1"),
+    (r"\boxed{0.50}", r"\frac12"),
+    (r"\boxed{\{2, 1\}}", r"\{1,2\}"),
+    (r"\boxed{x \} y}", r"x \} y"),
+    (r"\boxed{\frac{1}{", "1"),
+    (r"no box at all, 42", "42"),
+    (f"\\boxed{{{MATRIX_SPACED}}}", MATRIX_TIGHT),
+    (r"\boxed{5\text{ cm} \text{ more}}", "5"),  # two "\text{ ": verl's unit rule fails, then compares raw
+    (r"\boxed{\tfrac{3}{4}}", r"\dfrac34"),
+]
+
+
+@pytest.mark.parametrize(("answer", "ground_truth", "strict", "paper"), PAPER_VS_STRICT)
+def test_paper_mode_scores_where_strict_does_not_and_back(answer, ground_truth, strict, paper):
+    response = f"So $\\boxed{{{answer}}}$"
+    assert compute_score(DEEPMATH, response, ground_truth)["score"] == strict
+    assert compute_score(DEEPMATH, response, ground_truth, mode="paper")["score"] == paper
+
+
+@pytest.mark.parametrize(("response", "ground_truth"),
+                         [(f"So $\\boxed{{{a}}}$", g) for a, g, *_ in PAPER_VS_STRICT] + PAPER_MORE)
+def test_paper_mode_is_verls_math_reward(response, ground_truth):
+    result = compute_score(DEEPMATH, response, ground_truth, mode="paper")
+    assert result["score"] == math_reward.compute_score(response, ground_truth)
+    assert result["acc"] == (result["score"] == 1.0) and result["timed_out"] is False
+    assert result["pred"] == (last_boxed_answer(response) or "")  # the same extraction in every mode
+
+
+def test_paper_mode_keeps_the_missing_ground_truth_accounting():
+    """verl scores an empty box against an empty ground truth 1; a missing ground truth is a data error here."""
+    assert math_reward.compute_score(r"\boxed{}", "") == 1.0
+    before = missing_ground_truth_count()
+    assert compute_score(DEEPMATH, r"\boxed{}", "", mode="paper")["score"] == 0.0
+    assert missing_ground_truth_count() == before + 1
+    # Numbers and lists: each acceptable answer, in its plain form, goes to verl's scorer.
+    assert compute_score(DEEPMATH, r"\boxed{27}", 27.0, mode="paper")["score"] == 1.0
+    assert compute_score(DEEPMATH, r"\boxed{\frac12}", 0.5, mode="paper")["score"] == 1.0
+    assert compute_score(DEEPMATH, r"\boxed{3 \text{ cm}}", ["2", "3"], mode="paper")["score"] == 1.0
+
+
+def _readme_mode_table() -> list[list[str]]:
+    """The README's table of where the three modes differ: [answer, ground truth, strict, paper, math_verify]."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    header = "| answer in the box | ground truth | strict | paper | math_verify |"
+    lines = readme.split(header, 1)[1].splitlines()[2:]  # past the header's line and its separator
+    rows = []
+    for line in lines:
+        if not line.strip().startswith("|"):
+            break
+        rows.append([cell.strip().strip("`") for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_the_readme_table_of_modes_is_what_the_modes_score():
+    rows = _readme_mode_table()
+    assert len(rows) >= 6
+    for answer, ground_truth, *scores in rows:
+        response = f"\\boxed{{{answer}}}"
+        measured = [compute_score(DEEPMATH, response, ground_truth, mode=mode)["score"]
+                    for mode in ("strict", "paper", "math_verify")]
+        assert measured == [float(score) for score in scores], (answer, ground_truth)
+    # It shows each mode above each other somewhere, except strict above math_verify (which never scores below it).
+    strict, paper, math_verify = zip(*[[float(x) for x in row[2:]] for row in rows])
+    for above, below in ((paper, strict), (strict, paper), (paper, math_verify), (math_verify, paper),
+                         (math_verify, strict)):
+        assert any(a > b for a, b in zip(above, below))
 
 
 HOSTILE = {
@@ -136,12 +254,12 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("mode", ["strict", "math_verify"])
+@pytest.mark.parametrize("mode", ["strict", "math_verify", "paper"])
 @pytest.mark.parametrize("case", list(HOSTILE), ids=list(HOSTILE))
 def test_hostile_inputs_score_zero_fast(case, mode):
     response, ground_truth = HOSTILE[case]
     start = time.perf_counter()
-    result = compute_score("deepmath", response, ground_truth, mode=mode)
+    result = compute_score(DEEPMATH, response, ground_truth, mode=mode, verify_timeout_s=HOSTILE_CPU_S)
     elapsed = time.perf_counter() - start
     assert result["score"] == 0.0 and result["acc"] is False
     assert len(result["pred"]) <= MAX_ANSWER_CHARS
@@ -150,9 +268,10 @@ def test_hostile_inputs_score_zero_fast(case, mode):
 
 def test_pool_recovers_after_a_timeout():
     """A killed worker is replaced: the next comparison is answered correctly, and quickly."""
-    assert compute_score("deepmath", r"\boxed{9^{9^{9^{9}}}}", "1", mode="math_verify")["score"] == 0.0
+    assert compute_score(DEEPMATH, r"\boxed{9^{9^{9^{9}}}}", "1", mode="math_verify",
+                         verify_timeout_s=HOSTILE_CPU_S)["score"] == 0.0
     start = time.perf_counter()
-    assert compute_score("deepmath", r"\boxed{\frac{1}{4}}", "0.25", mode="math_verify")["score"] == 1.0
+    assert compute_score(DEEPMATH, r"\boxed{\frac{1}{4}}", "0.25", mode="math_verify")["score"] == 1.0
     assert time.perf_counter() - start < 0.5
 
 
@@ -170,22 +289,84 @@ def _process_states(group: int) -> list[str]:
 
 
 def test_a_stuck_worker_is_killed_with_the_comparison_it_runs(monkeypatch):
-    """If a worker itself stops answering, the caller still returns, and no process is left computing."""
-    worker = symbolic._idle_workers[-1]  # the one the next call takes (the fixture started at least one)
-    monkeypatch.setattr(symbolic, "_REPLY_MARGIN_S", -0.8)  # the caller gives up 0.2 s into a 1 s comparison
+    """If a worker itself stops answering (here: stopped with its comparison), the caller still returns at the
+    wall-clock backstop, counts a timeout, and no process is left behind."""
+    worker = symbolic._idle_workers["math_verify"][-1]  # the one the next call takes (the fixture started one)
+    monkeypatch.setattr(symbolic, "_backstop_s", lambda cpu_s: 0.5)
+    os.killpg(worker.process.pid, signal.SIGSTOP)  # stopped: it would never answer
     start = time.perf_counter()
-    assert symbolic.equivalent("1", r"9^{9^{9^{9}}}", 1.0) is False
-    assert time.perf_counter() - start < 0.95  # gave up before the 1 s comparison could have finished
-    assert worker.process.returncode is not None
-    # The fork that was computing the tower is dead too (a zombie until init reaps it, at worst). SIGKILL is
-    # acted on when the fork is next scheduled, which a loaded machine can delay, so it is given until 0.9 s
-    # after the call began: before the worker would have killed it at its 1 s deadline, and the worker is dead
-    # anyway, so only the group kill can explain a fork that is gone.
-    while set(_process_states(group=worker.process.pid)) - {"Z"} and time.perf_counter() - start < 0.9:
+    assert symbolic.compare("math_verify", "1", "1", 1.0) == symbolic.Verdict(match=False, timed_out=True)
+    assert time.perf_counter() - start < 1.5
+    assert worker.process.returncode is not None  # killed, group and all (SIGKILL also ends stopped processes)
+    deadline = time.perf_counter() + 5
+    while set(_process_states(group=worker.process.pid)) - {"Z"} and time.perf_counter() < deadline:
         time.sleep(0.01)
     assert set(_process_states(group=worker.process.pid)) <= {"Z"}
     monkeypatch.undo()
-    assert symbolic.equivalent("0.5", r"\frac{1}{2}", 1.0) is True
+    assert symbolic.compare("math_verify", "0.5", r"\frac{1}{2}", 1.0) == symbolic.Verdict(match=True, timed_out=False)
+
+
+def _forks_of(worker) -> list[int]:
+    """The pids of the comparison forks a worker runs (its process group, less itself), from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == worker.process.pid and int(stat.parent.name) != worker.process.pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_a_comparison_slow_in_wall_time_but_cheap_in_cpu_time_keeps_its_verdict():
+    """A loaded machine, simulated: the fork computing a 0.25 s (CPU) comparison is stopped for 1.5 s of wall
+    time, well past its 1 s budget. The budget is CPU time, which a stopped process does not use, so the correct
+    answer still scores 1 (a wall-clock limit scored it 0)."""
+    x = "x"
+    expanded = " + ".join(f"{c} {x}^{{{30 - k}}}" for k, c in enumerate(_binomial_row(30, 2)))
+    response, ground_truth = f"\\boxed{{(x+2)^{{30}}}}", expanded
+    stopped = []
+    for _ in range(5):  # until a fork is caught computing (it runs about 0.25 s, so nearly always at once)
+        worker = symbolic._idle_workers["math_verify"][-1]
+        result = {}
+        call = threading.Thread(target=lambda: result.update(
+            compute_score(DEEPMATH, response, ground_truth, mode="math_verify", verify_timeout_s=1.0)))
+        start = time.perf_counter()
+        call.start()
+        while call.is_alive() and not stopped:
+            for pid in _forks_of(worker):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            time.sleep(0.002)
+        if stopped:
+            time.sleep(1.5)
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        call.join()
+        if stopped:
+            break
+    assert stopped, "no comparison fork was caught running"
+    assert time.perf_counter() - start > 1.5  # slower in wall time than its 1 s CPU budget
+    assert result == {"score": 1.0, "acc": True, "pred": "(x+2)^{30}", "timed_out": False}
+
+
+def _binomial_row(n: int, b: int) -> list[int]:
+    """Coefficients of (x + b)^n, highest power first."""
+    from math import comb
+
+    return [comb(n, k) * b**k for k in range(n + 1)]
+
+
+def test_a_comparison_that_uses_up_its_cpu_time_scores_zero_and_is_counted(caplog):
+    huge_box = "\\boxed{" + "9" * 3_000_000 + "}"  # verl's extraction walks it character by character
+    before = timeout_count()
+    with caplog.at_level("WARNING", logger="pion_rl.reward.score"):
+        result = compute_score(DEEPMATH, huge_box, "9", mode="paper", verify_timeout_s=0.02)
+    assert result == {"score": 0.0, "acc": False, "pred": "", "timed_out": True}
+    assert timeout_count() == before + 1
+    # Given the time, the same comparison finishes, with verl's verdict.
+    assert compute_score(DEEPMATH, huge_box, "9" * 3_000_000, mode="paper", verify_timeout_s=30)["score"] == 1.0
 
 
 def test_math_verify_mode_works_off_the_main_thread():
@@ -199,22 +380,23 @@ def test_math_verify_mode_works_off_the_main_thread():
 
     def score_all_from_threads():
         with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(lambda c: compute_score("deepmath", c[0], c[1], mode="math_verify")["score"], cases))
+            return list(pool.map(lambda c: compute_score(DEEPMATH, c[0], c[1], mode="math_verify",
+                                                         verify_timeout_s=HOSTILE_CPU_S)["score"], cases))
 
     assert score_all_from_threads() == [expected for _, _, expected in cases]  # starts a worker per thread
     start = time.perf_counter()
     assert score_all_from_threads() == [expected for _, _, expected in cases]
-    # Two threads through four calls, one of which times out (1 s).
+    # Two threads through four calls, one of which uses up its 0.25 s of CPU time.
     assert time.perf_counter() - start < TIME_BOUND_S
 
 
 def test_configuration_errors_are_loud_and_verl_kwargs_are_accepted():
     with pytest.raises(ValueError, match="unknown reward mode 'fuzzy'"):
-        compute_score("deepmath", r"\boxed{1}", "1", mode="fuzzy")
+        compute_score(DEEPMATH, r"\boxed{1}", "1", mode="fuzzy")
     with pytest.raises(TypeError, match="mdoe"):
-        compute_score("deepmath", r"\boxed{1}", "1", mdoe="math_verify")
+        compute_score(DEEPMATH, r"\boxed{1}", "1", mdoe="math_verify")
     result = compute_score(
-        "deepmath", r"\boxed{1}", "1", extra_info={"index": 3}, reward_router_address=None, reward_model_tokenizer=None
+        DEEPMATH, r"\boxed{1}", "1", extra_info={"index": 3}, reward_router_address=None, reward_model_tokenizer=None
     )
     assert result["score"] == 1.0
 
@@ -223,14 +405,14 @@ def test_configuration_errors_are_loud_and_verl_kwargs_are_accepted():
     ({"verify_timeout_s": -1}, r"verify_timeout_s must be a number of seconds > 0 .*got -1"),
     ({"verify_timeout_s": 0}, r"verify_timeout_s must be a number of seconds > 0"),
     ({"verify_timeout_s": "1"}, r"verify_timeout_s must be a number of seconds > 0 .*got '1'"),
-    ({"mode": "bogus"}, r"unknown reward mode 'bogus': use one of \('strict', 'math_verify'\)"),
+    ({"mode": "bogus"}, r"unknown reward mode 'bogus': use one of \('strict', 'math_verify', 'paper'\)"),
 ])
 def test_bad_options_are_a_clear_error_at_the_call(options, message):
     with pytest.raises(ValueError, match=message):
         check_options(**options)
     # The reward itself checks them before any work (no worker traceback, no silent 0).
     with pytest.raises(ValueError, match=message):
-        compute_score("deepmath", r"\boxed{1}", "1", **{"mode": "math_verify", **options})
+        compute_score(DEEPMATH, r"\boxed{1}", "1", **{"mode": "math_verify", **options})
     check_options(mode="math_verify", verify_timeout_s=0.5)  # valid options pass
 
 
@@ -239,14 +421,27 @@ def test_a_missing_ground_truth_scores_zero_and_is_counted(ground_truth, caplog)
     before = missing_ground_truth_count()
     # "None" is what str(None) made of a missing ground truth: it must not match.
     for response in (r"\boxed{None}", r"\boxed{nan}", r"\boxed{}", r"\boxed{[]}"):
-        assert compute_score("deepmath", response, ground_truth)["score"] == 0.0
+        assert compute_score(DEEPMATH, response, ground_truth)["score"] == 0.0
     assert missing_ground_truth_count() == before + 4
-    # The first, tenth, hundredth... occurrence is logged with the running count (the next one here).
+
+
+@pytest.mark.parametrize("counter, trouble, message", [
+    ("_missing_ground_truths", (r"\boxed{1}", None, "strict"),
+     "100 response(s) so far had a missing or empty ground truth (latest from data_source {source!r})"),
+    ("_timeouts", ("\\boxed{" + "9" * 3_000_000 + "}", "9", "paper"),
+     "100 comparison(s) so far used up reward_kwargs.verify_timeout_s of CPU time and counted as no match "
+     "(latest from data_source {source!r})"),
+])
+def test_troubles_are_logged_at_the_1st_10th_100th_occurrence(counter, trouble, message, caplog, monkeypatch):
+    from pion_rl.reward import score
+
+    monkeypatch.setattr(getattr(score, counter), "count", 98)  # as if 98 had happened in this process
+    response, ground_truth, mode = trouble
     with caplog.at_level("WARNING", logger="pion_rl.reward.score"):
-        while not float(np.log10(missing_ground_truth_count() + 1)).is_integer():
-            compute_score("deepmath", r"\boxed{1}", None)
-        compute_score("deepmath", r"\boxed{1}", None)
-    assert f"{missing_ground_truth_count()} response(s) so far had a missing or empty ground truth" in caplog.text
+        compute_score("amc23", response, ground_truth, mode=mode, verify_timeout_s=0.02)  # the 99th: quiet
+        assert caplog.text == ""
+        compute_score("amc23", response, ground_truth, mode=mode, verify_timeout_s=0.02)  # the 100th: logged
+    assert message.format(source="amc23") in caplog.text
 
 
 @pytest.mark.parametrize("response, ground_truth, score", [
@@ -262,22 +457,22 @@ def test_a_missing_ground_truth_scores_zero_and_is_counted(ground_truth, caplog)
     (r"\boxed{4}", ["2", "3"], 0.0),
 ])
 def test_numeric_and_list_ground_truths_compare_as_a_user_expects(response, ground_truth, score):
-    assert compute_score("deepmath", response, ground_truth)["score"] == score
+    assert compute_score(DEEPMATH, response, ground_truth)["score"] == score
 
 
 def test_numeric_ground_truth_meets_math_verify_equivalents():
-    assert compute_score("deepmath", r"\boxed{\frac{1}{2}}", 0.5)["score"] == 0.0
-    assert compute_score("deepmath", r"\boxed{\frac{1}{2}}", 0.5, mode="math_verify")["score"] == 1.0
+    assert compute_score(DEEPMATH, r"\boxed{\frac{1}{2}}", 0.5)["score"] == 0.0
+    assert compute_score(DEEPMATH, r"\boxed{\frac{1}{2}}", 0.5, mode="math_verify")["score"] == 1.0
 
 
 # --- through verl 0.9.1's own reward path -------------------------------------------------------------------
 
-# (response, ground truth, strict score, math_verify score)
+# (response, ground truth, strict score, math_verify score, paper score)
 VERL_SAMPLES = [
-    (r"Adding, we get $\boxed{12}$.", "12", 1.0, 1.0),
-    (r"So it is \boxed{\frac{1}{2}}.", "0.5", 0.0, 1.0),
-    (r"I think \boxed{7}", "8", 0.0, 0.0),
-    ("no final answer", "3", 0.0, 0.0),
+    (r"Adding, we get $\boxed{12}$.", "12", 1.0, 1.0, 1.0),
+    (r"So it is \boxed{\frac{1}{2}}.", "0.5", 0.0, 1.0, 1.0),
+    (r"I think \boxed{5 \text{ cm}}", "5", 0.0, 1.0, 1.0),
+    ("no final answer", "3", 0.0, 0.0, 0.0),
 ]
 
 
@@ -304,7 +499,7 @@ def _rollout_batch(tokenizer) -> DataProto:
             "attention_mask": torch.tensor(masks),
         },
         non_tensors={
-            "data_source": np.array(["deepmath"] * n, dtype=object),
+            "data_source": np.array([DEEPMATH] * n, dtype=object),
             "reward_model": np.array(
                 [{"style": "rule", "ground_truth": gt} for _, gt, *_ in VERL_SAMPLES], dtype=object
             ),
@@ -313,7 +508,7 @@ def _rollout_batch(tokenizer) -> DataProto:
     )
 
 
-@pytest.mark.parametrize("mode", ["strict", "math_verify"])
+@pytest.mark.parametrize("mode", ["strict", "math_verify", "paper"])
 def test_reward_through_verl_reward_loop_worker(tmp_path, mode):
     """verl 0.9.1's main_ppo scores rollouts in RewardLoopWorker -> load_reward_manager -> the registered
     `naive` manager, which loads our function from reward.custom_reward_function (with its reward_kwargs)
@@ -344,9 +539,10 @@ def test_reward_through_verl_reward_loop_worker(tmp_path, mode):
     data = _rollout_batch(tokenizer)
     outputs = worker.loop.run_until_complete(worker.compute_score_batch(data))
 
-    expected = [strict if mode == "strict" else lenient for *_, strict, lenient in VERL_SAMPLES]
+    column = {"strict": 2, "math_verify": 3, "paper": 4}[mode]
+    expected = [sample[column] for sample in VERL_SAMPLES]
     assert [out["reward_score"] for out in outputs] == expected
-    assert [out["reward_extra_info"]["pred"] for out in outputs] == ["12", r"\frac{1}{2}", "7", ""]
+    assert [out["reward_extra_info"]["pred"] for out in outputs] == ["12", r"\frac{1}{2}", r"5 \text{ cm}", ""]
     assert [out["reward_extra_info"]["acc"] for out in outputs] == [s == 1.0 for s in expected]
 
     # What RewardLoopManager.compute_rm_score does with the outputs: the score at each response's last
@@ -357,13 +553,15 @@ def test_reward_through_verl_reward_loop_worker(tmp_path, mode):
     assert torch.equal(rm_scores[torch.arange(len(expected)), last_token], torch.tensor(expected))
     infos = [out["reward_extra_info"] for out in outputs]
     stacked = {key: np.array([info[key] for info in infos]) for key in infos[0]}
-    assert set(stacked) == {"score", "acc", "pred"}
+    assert set(stacked) == {"score", "acc", "pred", "timed_out"}
 
-    # Validation metrics consume acc (a mean) and pred (majority votes) per data source.
-    metrics = process_validation_metrics(["deepmath"] * len(infos), ["same-prompt"] * len(infos), stacked)
-    acc_metrics = metrics["deepmath"]["acc"]
+    # Validation metrics consume acc (a mean) and pred (majority votes) per data source; timed_out becomes
+    # val-aux/<data_source>/timed_out/mean@<n>, where a run's timeouts show.
+    metrics = process_validation_metrics([DEEPMATH] * len(infos), ["same-prompt"] * len(infos), stacked)
+    acc_metrics = metrics[DEEPMATH]["acc"]
     assert acc_metrics[f"mean@{len(infos)}"] == pytest.approx(np.mean(expected))
     assert any(name.startswith("maj@") for name in acc_metrics)
+    assert metrics[DEEPMATH]["timed_out"][f"mean@{len(infos)}"] == 0.0
 
 
 def test_check_options_rejects_what_compute_score_rejects_before_any_scoring():
@@ -375,5 +573,5 @@ def test_check_options_rejects_what_compute_score_rejects_before_any_scoring():
         with pytest.raises(error) as checked:
             check_options(**bad)
         with pytest.raises(error) as scored:
-            compute_score("deepmath", "\\boxed{1}", "1", **bad)
+            compute_score(DEEPMATH, "\\boxed{1}", "1", **bad)
         assert str(checked.value) == str(scored.value)

@@ -2,7 +2,7 @@
 
     python -m pion_rl.evaluate --model NAME=PATH [--model NAME=PATH ...] --data FILE.parquet [FILE ...]
         [--k aime24=32,aime25=32,amc23=8,minerva=4,olympiadbench=8] [--backend vllm|hf]
-        [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S] [--mode strict|math_verify] --out DIR
+        [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S] [--mode strict|math_verify|paper] --out DIR
 
 Every input is checked before a model is loaded; a bad one is one line on stderr and exit status 2.
 """

@@ -3,7 +3,7 @@
 It removes only what never changes the meaning of a LaTeX answer:
 - all whitespace and ``$``;
 - sizing and spacing commands: ``\\left``, ``\\right``, ``\\!``, ``\\,``, ``\\;``, ``\\:``, ``\\ ``,
-  ``\\quad``, ``\\qquad``;
+  ``\\quad``, ``\\qquad`` (a row break ``\\\\`` stays, also before a space);
 - ``\\dfrac`` / ``\\tfrac`` are written ``\\frac``;
 - text wrappers ``\\text{..}``, ``\\textbf{..}``, ``\\textrm{..}``, ``\\mathrm{..}``, ``\\mbox{..}`` are
   replaced by their content (so ``\\text{A}`` matches ``A``);
@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import re
 
-# (?![a-zA-Z]) keeps `\leftarrow`, `\rightarrow`, `\quadrilateral`-like longer commands intact.
-_SPACING = re.compile(r"\\(?:left|right|quad|qquad)(?![a-zA-Z])|\\[!,;: ]")
+# (?![a-zA-Z]) keeps `\leftarrow`, `\rightarrow`, `\quadrilateral`-like longer commands intact. A `\\` (a row
+# break) is matched first and kept whole, so its second backslash never starts a spacing command: `\\ 3` is
+# a row break before 3, not `\` followed by the space command `\ `.
+_SPACING = re.compile(r"(\\\\)|\\(?:left|right|quad|qquad)(?![a-zA-Z])|\\[!,;: ]")
 _FRAC_VARIANT = re.compile(r"\\[dt]frac(?![a-zA-Z])")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
 _WHITESPACE_OR_DOLLAR = re.compile(r"[\s$]+")
@@ -28,7 +30,7 @@ _WHITESPACE_OR_DOLLAR = re.compile(r"[\s$]+")
 def normalize_answer(answer: str) -> str:
     """The normal form of one answer string (see the module docstring for the rules)."""
     answer = _TEXT_WRAPPER.sub(r"\1", answer)
-    answer = _SPACING.sub("", answer)
+    answer = _SPACING.sub(r"\1", answer)  # group 1 is a kept row break; spacing commands match empty
     answer = _FRAC_VARIANT.sub(r"\\frac", answer)
     answer = _WHITESPACE_OR_DOLLAR.sub("", answer)
     return answer.rstrip(".")
