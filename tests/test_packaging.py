@@ -28,7 +28,7 @@ def test_metadata_builds_without_deprecation_warnings_and_carries_the_spdx_licen
     build = subprocess.run(
         [sys.executable, "-W", "default", "-c",
          "import setuptools.build_meta as backend; print(backend.prepare_metadata_for_build_wheel('out'))"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr
     output = build.stdout + build.stderr
@@ -83,7 +83,7 @@ def make_torch(tmp_path: Path, torch_index: str, standard_index: str, find_links
     run = subprocess.run(
         ["make", "--no-print-directory", "-C", str(REPO), "torch", f"PY={sys.executable}", f"TORCH_INDEX={torch_index}",
          f"PIP_ARGS=--dry-run --ignore-installed --report {report}"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, capture_output=True, text=True, timeout=600,
     )
     installs = json.loads(report.read_text())["install"] if report.exists() else []
     picked = [item["metadata"]["version"] for item in installs if item["metadata"]["name"] == "torch"]
