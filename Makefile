@@ -31,7 +31,8 @@ torch:
 	    --retries 0 "$(TORCH_SPEC)" 2>/dev/null \
 	|| { echo "note: $(TORCH_SPEC) not available from $(TORCH_INDEX); trying the standard index and local wheels"; \
 	     $(PY) -m pip install --quiet $(PIP_ARGS) "$(TORCH_SPEC)"; } \
-	|| { echo "error: no $(TORCH_SPEC) found: make needs $(TORCH_INDEX) reachable, TORCH_INDEX=<a mirror of it>, or the wheel in pip's find-links" >&2; exit 1; }
+	|| { echo "error: no $(TORCH_SPEC) found: make needs $(TORCH_INDEX) reachable," \
+	     "TORCH_INDEX=<a mirror of it>, or the wheel in pip's find-links" >&2; exit 1; }
 	@$(PY) -c "import sys, torch; sys.exit(torch.version.cuda is not None)" \
 	|| { echo "error: $(VENV) holds a CUDA build of torch: run make clean, then make (it installs $(TORCH_SPEC))" >&2; exit 1; }
 

@@ -245,8 +245,8 @@ def markdown_table(runs: list[Run], panels: dict[str, str]) -> tuple[str, list[s
         where = f"steps {window[0]}-{window[1]}" if window else "each run's own steps (their ranges do not overlap)"
         lines += [f"### {title}", "", f"`{key}`, over {where}.", ""]
         best = higher_is_better(key)  # a "best" column only where the largest value is the best one
-        lines += ["| run | final | best (max) | AUC | points |" if best else "| run | final | mean over steps | points |",
-                  "|---|---|---|---|---|" if best else "|---|---|---|---|"]
+        columns = ["final", "best (max)", "AUC"] if best else ["final", "mean over steps"]
+        lines += [f"| run | {' | '.join(columns)} | points |", "|---" * (len(columns) + 2) + "|"]
         for name, curve in curves.items():
             final, top, auc = curve_stats(curve.index.to_numpy(float), curve.to_numpy(float))
             cells = [final, top, auc] if best else [final, auc]

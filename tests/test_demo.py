@@ -69,7 +69,8 @@ def test_two_step_demo_writes_curves_summary_and_run_logs(tmp_path, capsys):
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("# pion-rl CPU demo: GRPO with AdamW vs Muon vs Pion\n\n**Warning**: runs cover "
                               "different steps (adamw 0-2, muon 0-2, pion 0-1)")
-    assert f"latest complete run of each optimizer in `{tmp_path}/runs` (adamw: 2 steps, muon: 2 steps, pion: 1 steps)" in summary
+    assert (f"latest complete run of each optimizer in `{tmp_path}/runs` (adamw: 2 steps, muon: 2 steps, "
+            "pion: 1 steps)") in summary
     assert "Settings that differ between these runs: steps (adamw 2, muon 2, pion 1)." in summary
     assert f"| adamw | {logs['adamw'][0][heldout_key]:.3f} | {logs['adamw'][2][heldout_key]:.3f} |" in summary
     assert sorted(read_jsonl(tmp_path / "runs" / "pion.jsonl")) == [0, 1]

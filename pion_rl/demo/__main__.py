@@ -32,6 +32,7 @@ def run_demo(config: DemoConfig, committed: list[str]) -> None:
     train_rows = load_split("train")
     heldout_rows = load_split("heldout")[: config.eval_problems]
     warm_state = warm_start(config, tokenizer, train_rows).state_dict()
+    discard_in_progress(config.out_path)  # what a killed earlier run left
     staged = str(in_progress_dir(config.out_path))
     for optimizer in config.optimizers():
         for seed in seed_list(config):
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         if committed:
             write_summary(out, evaluate=False)
         kept = f"kept the finished runs of {', '.join(committed)}" if committed else "kept nothing of this run"
-        state = f"; {out / 'summary.md'} covers the complete runs in {out / 'runs'}" if (out / "summary.md").exists() else ""
+        summary = out / "summary.md"
+        state = f"; {summary} covers the complete runs in {out / 'runs'}" if summary.exists() else ""
         print(f"\ninterrupted: discarded the unfinished run, {kept}{state}", file=sys.stderr)
         raise SystemExit(130) from None
     print(md.read_text().split("![curves]")[0])

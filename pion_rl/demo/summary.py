@@ -29,12 +29,11 @@ NOT_COMPARED = ("optimizer", "out_dir", "threads", "wandb", "log_every")
 
 def runs_on_disk(out_dir: Path) -> list[OptimizerRuns]:
     """Every optimizer's latest complete runs in `out_dir`, in the order adamw, muon, pion."""
-    groups = []
+    groups, fields = [], {f.name for f in dataclasses.fields(DemoConfig)}
     for optimizer in OPTIMIZERS:
         settings = committed_settings(out_dir, optimizer)
         if settings is None:
             continue
-        fields = {f.name for f in dataclasses.fields(DemoConfig)}
         config = DemoConfig(**{key: value for key, value in settings.items() if key in fields})
         runs = []
         for seed in seed_list(config):
@@ -91,8 +90,9 @@ def summary_preamble(groups: list[OptimizerRuns]) -> str:
         heldout = run.history[HELDOUT_ACC.format(n=group.config.eval_samples)].dropna()
         drift = run.history[SPECTRUM_DRIFT].dropna() if SPECTRUM_DRIFT in run.history else []
         step_ms = [1e3 * value for r in group.runs for value in r.history[OPTIMIZER_STEP_S].dropna()]
+        start, end = heldout.iloc[0], heldout.iloc[-1]
         lines.append(
-            f"| {run.name} | {heldout.iloc[0]:.3f} | {heldout.iloc[-1]:.3f} | {heldout.iloc[-1] - heldout.iloc[0]:+.3f} "
+            f"| {run.name} | {start:.3f} | {end:.3f} | {end - start:+.3f} "
             f"| {f'{drift.iloc[-1]:.1e}' if len(drift) else '-'} "
             f"| {statistics.median(step_ms):.1f} ({min(step_ms):.1f}-{max(step_ms):.1f}) |"
         )
