@@ -118,7 +118,7 @@ def test_readme_commands_run_as_written(readme, tmp_path):
 
 def test_demo_section_promises_no_figures_that_vary_by_machine():
     # Float results differ across CPUs: the README gives what holds everywhere, not one machine's accuracies
-    # or wall times (the demo's own summary.md has the user's).
+    # (the demo's own summary.md has the user's); wall times only with the machine and load they came from.
     text = (REPO / "README.md").read_text()
     demo = text[:text.index("## GRPO on DeepMath")]
     assert not re.findall(r"(?<!top-p )\b0\.\d{2,}\b", demo)  # accuracies such as 0.188 (a sampling setting is fine)
