@@ -11,7 +11,9 @@ A RUN is one of
 Metric names are verl's: training reward `critic/score/mean`, validation accuracy
 `val-core/<benchmark>/<acc|reward>/mean@<n>` (one panel per benchmark), and when logged the optimizer
 telemetry's `actor/optim/max_rel_sv_change` (log axis) and `actor/optim/update_rms`. Runs are aligned by step; the
-table compares them over the steps all of them logged.
+table compares them over the steps all of them logged, with a warning when their steps differ. Curves logged at
+every step are drawn as a centred moving average over `--smooth` steps (default 10) with the raw curve faint
+behind it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ LOG_SCALE_METRICS = ("optim/max_rel_sv_change",)
 # The benchmark is verl's data_source, which may hold a slash (DeepMath's is zwhe99/DeepMath-103K).
 VAL_CORE = re.compile(r"^val-core/(?P<benchmark>.+)/(?P<var>[^/]+)/mean@(?P<n>\d+)$")
 WANDB_RUN_PATH = re.compile(r"^[\w.-]+/[\w.-]+/(runs/)?[\w-]+$")
+#: Moving-average window (steps) of the plotted per-step curves: GRPO's per-step reward is noisy.
+DEFAULT_SMOOTH = 10
 
 
 class CompareError(ValueError):
@@ -192,6 +196,20 @@ def panel_metrics(runs: list[Run], extra: tuple[str, ...] = ()) -> dict[str, str
     return panels
 
 
+def higher_is_better(key: str) -> bool:
+    """Rewards and accuracies; not KL, drift, norms or times, where the largest value is no "best"."""
+    return key == TRAIN_REWARD or bool(VAL_CORE.match(key))
+
+
+def step_coverage_warning(runs: list[Run]) -> str | None:
+    """A warning naming each run's logged steps when they are not the same for all runs, else None."""
+    spans = {run.name: (int(run.history.index[0]), int(run.history.index[-1])) for run in runs if len(run.history)}
+    if len(set(spans.values())) <= 1:
+        return None
+    listed = ", ".join(f"{name} {lo}-{hi}" for name, (lo, hi) in spans.items())
+    return f"runs cover different steps ({listed}): each table compares only the steps all runs logged"
+
+
 def curve_stats(steps: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
     """(final, best, AUC) of a curve sampled at increasing `steps`; AUC is the trapezoid area divided by
     the step span, i.e. the curve's mean height, so runs of different lengths compare on one scale."""
@@ -228,10 +246,13 @@ def markdown_table(runs: list[Run], panels: dict[str, str]) -> tuple[str, list[s
             continue
         where = f"steps {window[0]}-{window[1]}" if window else "each run's own steps (their ranges do not overlap)"
         lines += [f"### {title}", "", f"`{key}`, over {where}.", ""]
-        lines += ["| run | final | best (max) | AUC | points |", "|---|---|---|---|---|"]
+        best = higher_is_better(key)  # a "best" column only where the largest value is the best one
+        columns = ["final", "best (max)", "AUC"] if best else ["final", "mean over steps"]
+        lines += [f"| run | {' | '.join(columns)} | points |", "|---" * (len(columns) + 2) + "|"]
         for name, curve in curves.items():
-            final, best, auc = curve_stats(curve.index.to_numpy(float), curve.to_numpy(float))
-            lines.append(f"| {name} | {_number(final)} | {_number(best)} | {_number(auc)} | {len(curve)} |")
+            final, top, auc = curve_stats(curve.index.to_numpy(float), curve.to_numpy(float))
+            cells = [final, top, auc] if best else [final, auc]
+            lines.append(f"| {name} | {' | '.join(map(_number, cells))} | {len(curve)} |")
         lines.append("")
     return "\n".join(lines), notes
 
@@ -284,11 +305,11 @@ def compare_runs(
     extra_metrics: tuple[str, ...] = (),
     title: str = "Run comparison",
     preamble: str = "",
-    smooth: int = 1,
+    smooth: int = DEFAULT_SMOOTH,
     png_name: str = "reward_curves.png",
 ) -> tuple[Path, Path, list[str]]:
     """Write `out_dir/<png_name>` and `out_dir/summary.md` for `runs`; returns both paths and notes on
-    metrics that some runs lack.
+    metrics that some runs lack. The summary starts with `step_coverage_warning` when there is one.
 
     Raises CompareError if a run is empty or no run has any metric to compare."""
     for run in runs:
@@ -307,8 +328,10 @@ def compare_runs(
     png, md = out_dir / png_name, out_dir / "summary.md"
     plot_curves(runs, panels, png, smooth)
     note_text = "".join(f"- note: {note}\n" for note in notes)
+    warning = step_coverage_warning(runs)
     md.write_text(
-        f"# {title}\n\n{preamble}{'' if not preamble else chr(10)}"
+        f"# {title}\n\n{f'**Warning**: {warning}.{chr(10)}{chr(10)}' if warning else ''}"
+        f"{preamble}{'' if not preamble else chr(10)}"
         f"![curves]({png_name})\n\n{table}\n{note_text}"
     )
     return png, md, notes
@@ -332,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", action="extend", nargs="+", default=[],
                         help="display names, one per RUN in order, after the runs (--name a b, or --name a --name b)")
     parser.add_argument("--metric", action="append", default=[], help="extra metric key to plot and tabulate")
-    parser.add_argument("--smooth", type=_window, default=1,
-                        help="rolling-mean window (steps, >= 1; 1 = raw) for the plotted curves")
+    parser.add_argument("--smooth", type=_window, default=DEFAULT_SMOOTH,
+                        help=f"moving-average window, steps, of the plotted per-step curves (the raw curve is drawn "
+                             f"faint behind); 1: raw curves only (default: {DEFAULT_SMOOTH})")
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.runs):
         parser.error(f"got {len(args.name)} name(s) ({', '.join(args.name)}) for {len(args.runs)} runs "
@@ -347,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
             run.name = name
         if len({run.name for run in runs}) < len(runs):
             raise CompareError(f"runs share a name ({[r.name for r in runs]}): tell them apart with --name")
+        warning = step_coverage_warning(runs)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         png, md, notes = compare_runs(runs, args.out, extra_metrics=tuple(args.metric), smooth=args.smooth)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Run a function on N gloo ranks in spawned processes, as the distributed tests need.
 
 Ranks meet through a file store (no port to race for); a rank's exception comes back with its traceback,
-and a rank that hangs in a collective fails the call after a timeout instead of blocking the suite.
+and a rank that hangs in a collective fails the call after a timeout instead of blocking the suite. The
+timeout is a hang guard, not a time limit: its default is ten times what the slowest caller takes on a loaded
+2-core machine, so only a real hang reaches it.
 Functions passed in must be importable by the children (module-level functions in tests/ modules).
 """
 
@@ -19,11 +21,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def run_on_ranks(fn, world_size: int, *args, timeout: float = 60.0) -> list:
+#: Seconds before a rank that has not reported counts as hung (the slowest callers take about a minute loaded).
+HANG_GUARD_S = 600.0
+
+
+def run_on_ranks(fn, world_size: int, *args, timeout: float = HANG_GUARD_S) -> list:
     """Run ``fn(*args)`` on ``world_size`` gloo ranks and return each rank's result.
 
-    A rank's exception is re-raised here with its traceback; a rank that hangs (e.g. in a collective) or
-    dies fails the call after ``timeout`` seconds instead of blocking the test run. Every child is killed.
+    A rank's exception is re-raised here with its traceback; a rank that dies fails the call at once, one that
+    hangs (e.g. in a collective) after ``timeout`` seconds instead of blocking the test run. Every child is
+    killed.
     """
     ctx = mp.get_context("spawn")
     reports = ctx.Queue()

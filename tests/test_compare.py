@@ -205,3 +205,49 @@ def test_a_benchmark_named_by_a_hub_id_gets_its_panel():
     panels = panel_metrics([Run("a", pd.DataFrame(columns=[REWARD, *keys]))])
     assert panels == {"train reward": REWARD, "val aime24 (acc/mean@32)": "val-core/aime24/acc/mean@32",
                       "val zwhe99/DeepMath-103K (acc/mean@4)": "val-core/zwhe99/DeepMath-103K/acc/mean@4"}
+
+
+def test_runs_over_different_steps_are_compared_with_a_warning(two_runs, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cli"
+    assert main([*map(str, two_runs), "--out", str(out)]) == 0
+    warning = "runs cover different steps (a 1-6, b 1-4): each table compares only the steps all runs logged"
+    assert f"warning: {warning}" in capsys.readouterr().err
+    assert (out / "summary.md").read_text().startswith(f"# Run comparison\n\n**Warning**: {warning}.\n")
+    same = write_verl_jsonl(tmp_path / "c.jsonl", {s: {REWARD: 0.3} for s in range(1, 5)}, monkeypatch)
+    assert main([str(two_runs[1]), str(same), "--out", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err and "Warning" not in (out / "summary.md").read_text()
+
+
+def test_best_is_given_only_where_higher_is_better(two_runs, tmp_path):
+    out = tmp_path / "cli"
+    assert main([*map(str, two_runs), "--out", str(out), "--metric", "actor/grad_norm"]) == 0
+    sections = dict(part.split("\n", 1) for part in (out / "summary.md").read_text().split("\n### ")[1:])
+    assert "| run | final | best (max) | AUC | points |" in sections["train reward"]
+    assert "| run | final | best (max) | AUC | points |" in sections["val aime24 (acc/mean@32)"]
+    assert "| run | final | mean over steps | points |" in sections["actor/grad_norm"]
+    assert "| a | 1.5000 | 1.5000 | 6 |" in sections["actor/grad_norm"]
+
+
+def plotted_lines(argv):
+    """The (x, y, kwargs) of every line `main(argv)` draws."""
+    from unittest import mock
+
+    from matplotlib.axes import Axes
+
+    with mock.patch.object(Axes, "plot", autospec=True, side_effect=Axes.plot) as plot:  # recorded, still drawn
+        assert main(argv) == 0
+    return [(np.asarray(call.args[1], float), np.asarray(call.args[2], float), call.kwargs)
+            for call in plot.call_args_list]
+
+
+def test_per_step_curves_are_smoothed_by_default_over_the_faint_raw_curve(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    reward = rng.random(40)  # GRPO's per-step reward is this noisy
+    path = write_verl_jsonl(tmp_path / "noisy.jsonl", {s + 1: {REWARD: float(r)} for s, r in enumerate(reward)},
+                            monkeypatch)
+    raw, smooth = plotted_lines([str(path), "--out", str(tmp_path / "out")])
+    assert raw[2]["alpha"] < 1 and "label" not in raw[2] and np.allclose(raw[1], reward)
+    window = np.array([reward[max(0, i - 5):i + 5].mean() for i in range(40)])  # centred, 10 steps
+    assert smooth[2]["label"] == "noisy" and np.allclose(smooth[1], window)
+    (only,) = plotted_lines([str(path), "--out", str(tmp_path / "out"), "--smooth", "1"])
+    assert np.allclose(only[1], reward)

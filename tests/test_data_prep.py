@@ -267,7 +267,7 @@ def test_deepmath_unusable_files_are_one_line_errors(tmp_path, capsys, name, con
 def _script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     root = Path(__file__).resolve().parents[1]
     return subprocess.run([sys.executable, str(root / "data_prep" / name), *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
 
 
 def test_help_lists_the_local_path_formats_and_every_default():

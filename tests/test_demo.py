@@ -1,5 +1,6 @@
 """The CPU GRPO demo end to end with a microscopic model, and Pion's spectrum preservation inside it."""
 
+import dataclasses
 import io
 import json
 import re
@@ -9,11 +10,12 @@ import pytest
 import torch
 
 from pion_rl.demo.__main__ import main
-from pion_rl.demo.config import parse_overrides
+from pion_rl.demo.config import DemoConfig, parse_overrides
+from pion_rl.demo.grpo import grpo_loss
 from pion_rl.demo.policy import warm_start, warm_start_key
 from pion_rl.demo.problems import load_split
 from pion_rl.demo.tokenizer import build_tokenizer
-from pion_rl.demo.train import HELDOUT_ACC, SPECTRUM_DRIFT, run_grpo
+from pion_rl.demo.train import HELDOUT_ACC, OPTIMIZER_STEP_S, SPECTRUM_DRIFT, run_grpo
 
 MICRO = [
     "hidden_size=16", "intermediate_size=32", "num_layers=1", "num_heads=2", "num_kv_heads=1", "head_dim=8",
@@ -27,12 +29,14 @@ def read_jsonl(path):
 
 
 def test_two_step_demo_writes_curves_summary_and_run_logs(tmp_path, capsys):
-    main([f"out_dir={tmp_path}", "steps=2", *MICRO])
+    main([f"out_dir={tmp_path}", "steps=2", "log_every=2", *MICRO])
 
     assert (tmp_path / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("# pion-rl CPU demo: GRPO with AdamW vs Muon vs Pion\n") and "Warning" not in summary
     heldout_key = HELDOUT_ACC.format(n=2)
     logs = {name: read_jsonl(tmp_path / "runs" / f"{name}.jsonl") for name in ("adamw", "muon", "pion")}
+    out = capsys.readouterr().out
     for name, log in logs.items():
         assert sorted(log) == [0, 1, 2]
         assert heldout_key in log[0] and heldout_key in log[2]
@@ -40,11 +44,74 @@ def test_two_step_demo_writes_curves_summary_and_run_logs(tmp_path, capsys):
             assert 0.0 <= log[step]["critic/score/mean"] <= 1.0
             assert log[step]["response_length/mean"] <= 8
         start, end = log[0][heldout_key], log[2][heldout_key]
-        assert f"| {name} | {start:.3f} | {end:.3f} | {end - start:+.3f} |" in summary
+        # The optimizer's own step time (median over steps, min-max), not the run's wall time.
+        step_ms = sorted(1e3 * log[step][OPTIMIZER_STEP_S] for step in (1, 2))
+        assert (f"| {name} | {start:.3f} | {end:.3f} | {end - start:+.3f} | - | {statistics.median(step_ms):.1f} "
+                f"({step_ms[0]:.1f}-{step_ms[1]:.1f}) |") in summary
+        # Off a terminal, a console line every log_every steps with the logged numbers.
+        assert (f"GRPO {name} step 2/2: reward {log[2]['critic/score/mean']:.3f}, held-out acc {end:.3f} (step 2), "
+                f"KL {log[2]['actor/kl_loss']:.2e}, optimizer step {1e3 * log[2][OPTIMIZER_STEP_S]:.1f} ms") in out
+        assert f"GRPO {name} step 1/2" not in out
     # Same warm start, same prompts and sampling noise: the optimizers only diverge after their first update.
     assert len({log[0][heldout_key] for log in logs.values()}) == 1
     assert len({log[1]["critic/score/mean"] for log in logs.values()}) == 1
-    assert f"summary: {tmp_path / 'summary.md'}" in capsys.readouterr().out
+    assert f"summary: {tmp_path / 'summary.md'}" in out
+    # Each table says how it was measured: training-time accuracy at T=1.0, the evaluation at T=0.6.
+    assert "at the training temperature T=1.0" in summary and "(T=0.6, top-p 0.95, in percent)" in summary
+    assert "evaluated with python -m pion_rl.evaluate --backend hf (the paper's sampling: T=0.6, top-p 0.95)" in summary
+    # "best" only where higher is better: reward and accuracy, not KL or the update size.
+    sections = dict(part.split("\n", 1) for part in summary.split("\n### ")[1:])
+    assert "best (max)" in sections["train reward"] and "best (max)" in sections[f"val synthetic_arith (acc/mean@2)"]
+    assert "best" not in sections["actor/kl_loss"] and "best" not in sections["update RMS"]
+
+    # One more optimizer run, shorter: the summary is rebuilt from the complete runs on disk and says so.
+    main([f"out_dir={tmp_path}", "optimizer=pion", "steps=1", *MICRO])
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("# pion-rl CPU demo: GRPO with AdamW vs Muon vs Pion\n\n**Warning**: runs cover "
+                              "different steps (adamw 0-2, muon 0-2, pion 0-1)")
+    assert (f"latest complete run of each optimizer in `{tmp_path}/runs` (adamw: 2 steps, muon: 2 steps, "
+            "pion: 1 steps)") in summary
+    assert "Settings that differ between these runs: steps (adamw 2, muon 2, pion 1)." in summary
+    assert f"| adamw | {logs['adamw'][0][heldout_key]:.3f} | {logs['adamw'][2][heldout_key]:.3f} |" in summary
+    assert sorted(read_jsonl(tmp_path / "runs" / "pion.jsonl")) == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["adamw", "muon", "pion"]
+    assert "| adamw |" in (tmp_path / "eval" / "table.md").read_text()  # the evaluation covers all three
+
+
+def test_ctrl_c_is_one_line_and_leaves_only_complete_runs_and_their_summary(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def interrupt_the_second_run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # adamw's only step went through; muon's first step is interrupted
+            raise KeyboardInterrupt
+        return grpo_loss(*args, **kwargs)
+
+    monkeypatch.setattr("pion_rl.demo.train.grpo_loss", interrupt_the_second_run)
+    (tmp_path / "eval").mkdir(parents=True)  # an earlier evaluation, of other policies
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"out_dir={tmp_path}", "steps=1", *MICRO])
+    assert exit_info.value.code == 130
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[-1] == (f"interrupted: discarded the unfinished run, kept the finished runs of adamw; "
+                       f"{tmp_path / 'summary.md'} covers the complete runs in {tmp_path / 'runs'}")
+    assert "Traceback" not in "\n".join(err)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["adamw.jsonl", "adamw.settings.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "models", "reward_curves.png", "runs", "summary.md"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("# pion-rl CPU demo: GRPO with AdamW\n") and "| adamw |" in summary
+    assert "| muon |" not in summary and "Not evaluated: the demo was interrupted" in summary
+
+
+def test_help_lists_every_setting_with_its_default_and_what_it_does(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m pion_rl.demo [key=value ...]")
+    for field in dataclasses.fields(DemoConfig):
+        (line,) = [line for line in out.splitlines() if line.strip().startswith(f"{field.name}=")]
+        assert line.split()[0] == f"{field.name}={field.default}" and field.metadata["help"] in line
 
 
 def test_warm_start_is_cached_by_its_settings(tmp_path):
@@ -69,8 +136,10 @@ def test_bad_overrides_say_what_is_valid():
         parse_overrides(["optimizer=sgd"])
     with pytest.raises(SystemExit, match="expected key=value with key one of optimizer, out_dir"):
         parse_overrides(["learning_rate=1"])
-    with pytest.raises(SystemExit, match="bad value for steps: 'two' is not a int"):
+    with pytest.raises(SystemExit, match="^steps: expected an integer, got 'two'$"):
         parse_overrides(["steps=two"])
+    with pytest.raises(SystemExit, match="^lr: expected a number, got '1e-3x'$"):
+        parse_overrides(["lr=1e-3x"])
 
 
 def test_pion_keeps_the_spectra_of_its_matrices_during_demo_training(tmp_path):
@@ -120,11 +189,11 @@ def test_seeds_give_mean_and_spread_over_runs_from_one_warm_start(tmp_path, caps
     start, end = [log[0][key] for log in logs], [log[2][key] for log in logs]
     change = [e - s for s, e in zip(start, end)]
     summary = (tmp_path / "summary.md").read_text()
-    spread = (f"| pion | {statistics.mean(start):.3f} ± {statistics.stdev(start):.3f} "
+    spread = (f"| pion | 5, 6, 7 | {statistics.mean(start):.3f} ± {statistics.stdev(start):.3f} "
               f"| {statistics.mean(end):.3f} ± {statistics.stdev(end):.3f} "
               f"| {statistics.mean(change):+.3f} ± {statistics.stdev(change):.3f} |")
     assert spread in summary, summary
-    assert "Over 3 GRPO seeds (5, 6, 7) from the one warm start" in summary
+    assert "Over several GRPO seeds from the one warm start" in summary
     # The main table and the curves show the mean run.
     assert f"| pion | {statistics.mean(start):.3f} | {statistics.mean(end):.3f} |" in summary
     assert len([p for p in (tmp_path / "cache").iterdir()]) == 1  # one warm start for all seeds
@@ -141,11 +210,11 @@ def test_each_invocation_replaces_the_logs_of_the_optimizers_it_trains(tmp_path,
     main([*args, "optimizer=pion"])
     assert len(first) == 1 and len(offline_runs("pion")) == 1 and offline_runs("pion") != first
     assert len(offline_runs("muon")) == 1  # another optimizer's latest run stays
-    assert "(each run of an optimizer replaces its previous logs)" in capsys.readouterr().out  # and it says so
+    assert "(each run of an optimizer replaces its previous logs once it is complete)" in capsys.readouterr().out
     main([*args, "optimizer=pion", "seeds=2"])
     assert len(offline_runs("pion")) == 2
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["muon.jsonl", "pion-seed0.jsonl",
-                                                                      "pion-seed1.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.jsonl")) == ["muon.jsonl", "pion-seed0.jsonl",
+                                                                           "pion-seed1.jsonl"]
 
 
 class _Stream(io.StringIO):

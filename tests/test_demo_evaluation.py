@@ -94,7 +94,7 @@ def test_the_readme_evaluate_command_works_after_the_demo(demo, tmp_path):
     command = (f"{sys.executable} -m pion_rl.evaluate --model pion=outputs/demo/models/pion "
                f"--data outputs/demo/heldout.parquet --k synthetic_arith=2 --backend hf --out {tmp_path / 'e'}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_repo()), os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run(command.split(), cwd=demo, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command.split(), cwd=demo, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "pion: 6/6 problems" in run.stderr  # progress on stderr
     results = json.loads((tmp_path / "e" / "results.json").read_text())

@@ -118,7 +118,7 @@ def test_readme_commands_run_as_written(readme, tmp_path):
 
 def test_demo_section_promises_no_figures_that_vary_by_machine():
     # Float results differ across CPUs: the README gives what holds everywhere, not one machine's accuracies
-    # or wall times (the demo's own summary.md has the user's).
+    # (the demo's own summary.md has the user's); wall times only with the machine and load they came from.
     text = (REPO / "README.md").read_text()
     demo = text[:text.index("## GRPO on DeepMath")]
     assert not re.findall(r"(?<!top-p )\b0\.\d{2,}\b", demo)  # accuracies such as 0.188 (a sampling setting is fine)
@@ -149,3 +149,23 @@ def test_readme_python_examples_build_per_head_optimizers_for_any_model():
                       if any(n.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight"))
                              for n in g.get("param_names", []))}
             assert blocks == {head_size}, (type(model).__name__, blocks)
+
+
+def test_benchmarks_readme_is_a_users_document():
+    # What each benchmark measures and how to run it, with figures; not a log of who measured what when.
+    text = (REPO / "benchmarks" / "README.md").read_text()
+    for phrase in ("this session", "the issue", "next session", "this round", "target"):
+        assert phrase not in text.lower(), phrase
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        assert f"`{script.name}`" in text and f"benchmarks/{script.name}" in text, script.name
+    assert "not yet measured" in text.lower()
+
+
+def test_time_figures_say_where_they_were_measured_and_their_spread():
+    readme = " ".join((REPO / "README.md").read_text().split())  # sentences across line breaks
+    bench = (REPO / "benchmarks" / "README.md").read_text()
+    demo = readme[:readme.index("## GRPO on DeepMath")]
+    assert "a few minutes" not in demo and "from 6 minutes" in demo and "shared with other jobs" in demo
+    assert "## The demo's wall time" in bench and "(\"The demo's wall time\")" in demo
+    telemetry = readme[readme.index("## Optimizer telemetry"):readme.index("## The optimizers")]
+    assert "35 s on 2 cores" not in telemetry and "load average" in telemetry

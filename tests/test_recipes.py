@@ -90,7 +90,7 @@ def _run(script: str, *args: str, dry_run: bool = True, **env: str) -> subproces
     full_env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "DRY_RUN")}
     full_env.update(ENV, PYTHON=sys.executable, **env, **({"DRY_RUN": "1"} if dry_run else {}))
     return subprocess.run(["bash", str(SCRIPTS / script), *args], env=full_env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=600)
 
 
 @pytest.fixture(scope="module")

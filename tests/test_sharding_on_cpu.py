@@ -37,7 +37,7 @@ TOLERANCE = 1e-6
 def launch(request, tmp_path_factory):
     world = request.param
     save_dir = tmp_path_factory.mktemp(f"world{world}")
-    ranks = run_on_ranks(workers.run_suite, world, *PLANS[world].values(), str(save_dir), timeout=120)
+    ranks = run_on_ranks(workers.run_suite, world, *PLANS[world].values(), str(save_dir))
     return world, ranks
 
 

@@ -24,7 +24,7 @@ MATRICES = PER_HEAD | {f"model.layers.{i}.{n}.weight" for i in LAYERS
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     model_dir = write_tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen3"))
-    return run_on_ranks(metrics_report, 2, str(model_dir), timeout=300)
+    return run_on_ranks(metrics_report, 2, str(model_dir))
 
 
 def _units(name: str, weight) -> torch.Tensor:
@@ -126,7 +126,7 @@ def test_spectrum_every_zero_computes_no_singular_values(runs):
 
 def test_a_resumed_run_measures_against_the_original_reference(tmp_path):
     model_dir = write_tiny_qwen3(tmp_path / "model")
-    ranks = run_on_ranks(resume_report, 2, str(model_dir), str(tmp_path / "checkpoint"), timeout=300)
+    ranks = run_on_ranks(resume_report, 2, str(model_dir), str(tmp_path / "checkpoint"))
     report = ranks[0]
     assert all(r["saved_had_entry"] for r in ranks)
     # Pion resumes bit for bit, so against the original reference the resumed steps repeat the straight ones.

@@ -136,7 +136,7 @@ def test_unknown_pion_rl_optimizer_name_fails_at_engine_start():
 def test_pion_resumes_bit_for_bit_through_verls_checkpoint_manager(tmp_path):
     """verl saves each rank's optimizer.state_dict() with torch.save and reloads it at the same world size."""
     model_dir = write_tiny_qwen3(tmp_path / "model")
-    ranks = run_on_ranks(checkpoint_resume_report, 2, str(model_dir), str(tmp_path / "checkpoint"), timeout=180)
+    ranks = run_on_ranks(checkpoint_resume_report, 2, str(model_dir), str(tmp_path / "checkpoint"))
     for report in ranks:
         assert report["moved"] > 1e-3  # the two steps after the save really changed the weights
         assert report["max_abs_diff"] == 0.0
@@ -160,8 +160,7 @@ def test_checkpoint_exports_a_hf_model_with_identical_logits(tmp_path):
     model_dir = write_tiny_qwen3(tmp_path / "model")
     build_tokenizer().save_pretrained(model_dir)
     run = tmp_path / "run"
-    report = run_on_ranks(checkpoint_export_report, 2, str(model_dir), str(run / "global_step_1" / "actor"),
-                          timeout=180)[0]
+    report = run_on_ranks(checkpoint_export_report, 2, str(model_dir), str(run / "global_step_1" / "actor"))[0]
     trained = {name: torch.from_numpy(weight) for name, weight in report.items()}
     (run / "latest_checkpointed_iteration.txt").write_text("1")  # what verl's trainer writes after a save
 

@@ -16,47 +16,51 @@ ANY_INT = ("seed",)
 MAY_BE_ZERO = ("warm_start_steps", "kl_loss_coef", "weight_decay")
 
 
+def setting(default, help: str):
+    """A DemoConfig field: its default and what it does (shown by `python -m pion_rl.demo --help`)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class DemoConfig:
-    """Everything a demo run depends on. Defaults are the ~10-minute, 2-core `make demo`."""
+    """Everything a demo run depends on. Defaults are `make demo`'s (see the README for its time on 2 cores)."""
 
-    optimizer: str = "all"  # adamw | muon | pion | all (all three, then the comparison)
-    out_dir: str = "outputs/demo"
-    seed: int = 0
-    # GRPO runs per optimizer, with seeds seed, seed+1, ... (prompt order, sampling and evaluation noise) from
-    # the one warm start; the summary then gives each result as mean +- standard deviation over them.
-    seeds: int = 1
+    optimizer: str = setting("all", "adamw | muon | pion | all (all three, then the comparison)")
+    out_dir: str = setting("outputs/demo", "where runs, models, curves and summary.md go")
+    seed: int = setting(0, "seed of the warm start and of the first GRPO run")
+    seeds: int = setting(1, "GRPO runs per optimizer (seeds seed, seed+1, ...), summarised as mean +- std")
     # Policy: a tiny Qwen3 over the byte-level tokenizer.
-    hidden_size: int = 64
-    intermediate_size: int = 256
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    head_dim: int = 16
-    rope_theta: float = 10000.0
+    hidden_size: int = setting(64, "policy: hidden size")
+    intermediate_size: int = setting(256, "policy: MLP size")
+    num_layers: int = setting(2, "policy: decoder layers")
+    num_heads: int = setting(4, "policy: attention heads")
+    num_kv_heads: int = setting(2, "policy: key/value heads (divides num_heads)")
+    head_dim: int = setting(16, "policy: size of one attention head")
+    rope_theta: float = setting(10000.0, "policy: RoPE base")
     # Supervised warm start (cached under out_dir/cache, keyed by every field it depends on).
-    warm_start_steps: int = 350
-    warm_start_batch: int = 64
-    warm_start_lr: float = 5e-3
+    warm_start_steps: int = setting(350, "supervised warm-start steps (cached in out_dir/cache; 0: none)")
+    warm_start_batch: int = setting(64, "warm start: problems per step")
+    warm_start_lr: float = setting(5e-3, "warm start: AdamW learning rate")
     # GRPO (the spec's recipe at demo scale: one optimizer step per RL step, KL loss, clip 1.0).
-    steps: int = 250
-    prompts_per_step: int = 16
-    group_size: int = 8
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    lr: float = 3e-4
-    clip_ratio: float = 0.2
-    kl_loss_coef: float = 0.001
-    grad_clip: float = 1.0
-    weight_decay: float = 0.01
-    # Optimizer telemetry (actor/optim/*, as the GPU recipes log it): singular values every this many steps.
-    spectrum_every: int = 10
-    # Held-out evaluation: mean accuracy over `eval_samples` sampled answers per problem (avg@k).
-    eval_every: int = 10
-    eval_problems: int = 128
-    eval_samples: int = 4
-    threads: int = 2
-    wandb: str = "auto"  # auto (online if WANDB_API_KEY is set, else offline) | online | offline | disabled
+    steps: int = setting(250, "GRPO steps per optimizer (one optimizer step each)")
+    prompts_per_step: int = setting(16, "GRPO: prompts per step")
+    group_size: int = setting(8, "GRPO: sampled responses per prompt (>= 2)")
+    max_new_tokens: int = setting(16, "GRPO: response length limit, tokens")
+    temperature: float = setting(1.0, "sampling temperature of training and of the training-time held-out accuracy")
+    lr: float = setting(3e-4, "learning rate, the same for every optimizer")
+    clip_ratio: float = setting(0.2, "PPO clip ratio")
+    kl_loss_coef: float = setting(0.001, "KL loss coefficient (low_var_kl against the warm start; 0: none)")
+    grad_clip: float = setting(1.0, "gradient-norm clip")
+    weight_decay: float = setting(0.01, "weight decay (0: none)")
+    # Optimizer telemetry (actor/optim/*, as the GPU recipes log it).
+    spectrum_every: int = setting(10, "telemetry: singular values every this many steps")
+    # Held-out evaluation during training: mean accuracy over `eval_samples` sampled answers per problem (avg@k).
+    eval_every: int = setting(10, "held-out accuracy every this many steps")
+    eval_problems: int = setting(128, "held-out problems (of 128) for that accuracy and the final evaluation")
+    eval_samples: int = setting(4, "sampled answers per held-out problem (the k of avg@k)")
+    log_every: int = setting(10, "a console line every this many steps (on a terminal: a progress bar instead)")
+    threads: int = setting(2, "torch CPU threads")
+    wandb: str = setting("auto", "auto (online if WANDB_API_KEY is set, else offline) | online | offline | disabled")
 
     def __post_init__(self):
         problems = self.problems()
@@ -104,9 +108,27 @@ WARM_START_FIELDS = (
 )
 
 
+#: How a value of each field type is read from the command line, and what it must look like.
+PARSERS = {int: (int, "an integer"), float: (float, "a number"), str: (str, "a string")}
+
+
+def usage() -> str:
+    """`python -m pion_rl.demo --help`: every field with its default and what it does."""
+    fields = dataclasses.fields(DemoConfig)
+    width = max(len(f"{f.name}={f.default}") for f in fields)
+    lines = ["usage: python -m pion_rl.demo [key=value ...]", "",
+             "The CPU GRPO demo: a supervised warm start, then GRPO with each optimizer, curves and summary.md.",
+             "Settings (key=default):"]
+    lines += [f"  {f'{f.name}={f.default}':<{width}}  {f.metadata['help']}" for f in fields]
+    return "\n".join(lines)
+
+
 def parse_overrides(args: list[str]) -> DemoConfig:
-    """`["optimizer=pion", "steps=2"]` -> DemoConfig; values are converted to each field's type. Bad input
-    exits with a message saying what is valid, before anything is written."""
+    """`["optimizer=pion", "steps=2"]` -> DemoConfig; values are converted to each field's type. `--help`
+    prints `usage()`; bad input exits with one line saying what is valid, before anything is written."""
+    if {"-h", "--help"} & set(args):
+        print(usage())
+        raise SystemExit(0)
     fields = {f.name: f for f in dataclasses.fields(DemoConfig)}
     values = {}
     for arg in args:
@@ -114,13 +136,13 @@ def parse_overrides(args: list[str]) -> DemoConfig:
         key = key.lstrip("+")  # accept Hydra's "+key=value" spelling too
         if not sep or key not in fields:
             raise SystemExit(
-                f"bad argument {arg!r}: expected key=value with key one of {', '.join(fields)}"
+                f"bad argument {arg!r}: expected key=value with key one of {', '.join(fields)} (--help: what each does)"
             )
-        kind = type(fields[key].default)
+        convert, expected = PARSERS[type(fields[key].default)]
         try:
-            values[key] = kind(raw)
+            values[key] = convert(raw)
         except ValueError:
-            raise SystemExit(f"bad value for {key}: {raw!r} is not a {kind.__name__}") from None
+            raise SystemExit(f"{key}: expected {expected}, got {raw!r}") from None
     try:
         return DemoConfig(**values)
     except ValueError as err:

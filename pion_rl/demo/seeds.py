@@ -8,6 +8,7 @@ with other noise, may move a result by.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -26,44 +27,46 @@ def seed_list(config: DemoConfig) -> list[int]:
     return [config.seed + i for i in range(config.seeds)]
 
 
-def mean_runs(config: DemoConfig, runs: list[Run], seconds: dict[str, float]) -> tuple[list[Run], dict[str, float]]:
-    """Per optimizer, the run whose every metric is the mean over its seeds at each step, and the seeds'
-    total wall time (s). With one seed, the runs themselves."""
-    if config.seeds == 1:
-        return runs, seconds
-    means, totals = [], {}
-    for optimizer in config.optimizers():
-        names = [run_name(config, optimizer, seed) for seed in seed_list(config)]
-        histories = [run.history for run in runs if run.name in names]
-        means.append(Run(optimizer, pd.concat(histories).groupby(level=0).mean()))
-        totals[optimizer] = sum(seconds[name] for name in names)
-    return means, totals
+@dataclass
+class OptimizerRuns:
+    """One optimizer's latest complete runs in a demo's out_dir: the settings they ran with, and one run per
+    seed (named by `run_name`)."""
+
+    optimizer: str
+    config: DemoConfig
+    runs: list[Run]
+
+    def mean(self) -> Run:
+        """The run whose every metric is the mean over the seeds at each step (the run itself for one seed),
+        named after the optimizer."""
+        if len(self.runs) == 1:
+            return Run(self.optimizer, self.runs[0].history)
+        return Run(self.optimizer, pd.concat([run.history for run in self.runs]).groupby(level=0).mean())
 
 
-def spread_table(config: DemoConfig, runs: list[Run]) -> str:
-    """Markdown: per optimizer, mean +- sample standard deviation over the seeds of held-out accuracy at the
-    warm start and after GRPO, its change, and the largest relative change of a singular value. Empty for
-    one seed."""
-    if config.seeds == 1:
+def spread_table(groups: list[OptimizerRuns]) -> str:
+    """Markdown: per optimizer run with several seeds, mean +- sample standard deviation over them of held-out
+    accuracy at the warm start and after GRPO, its change, and the largest relative change of a singular
+    value. Empty when every optimizer has one seed."""
+    several = [group for group in groups if len(group.runs) > 1]
+    if not several:
         return ""
-    key = HELDOUT_ACC.format(n=config.eval_samples)
     lines = [
-        f"Over {config.seeds} GRPO seeds ({', '.join(map(str, seed_list(config)))}) from the one warm start: "
-        "mean ± standard deviation; the rows above are the means.",
+        "Over several GRPO seeds from the one warm start: mean ± standard deviation; the rows above are the means.",
         "",
-        "| optimizer | held-out acc, warm start | after GRPO | change | max rel. change of a singular value |",
-        "|---|---|---|---|---|",
+        "| optimizer | seeds | held-out acc, warm start | after GRPO | change | max rel. change of a singular value |",
+        "|---|---|---|---|---|---|",
     ]
-    for optimizer in config.optimizers():
-        names = {run_name(config, optimizer, seed) for seed in seed_list(config)}
-        mine = [run for run in runs if run.name in names]
-        start = [run.history[key].dropna().iloc[0] for run in mine]
-        end = [run.history[key].dropna().iloc[-1] for run in mine]
-        drift = [run.history[SPECTRUM_DRIFT].dropna().iloc[-1] for run in mine
+    for group in several:
+        key = HELDOUT_ACC.format(n=group.config.eval_samples)
+        start = [run.history[key].dropna().iloc[0] for run in group.runs]
+        end = [run.history[key].dropna().iloc[-1] for run in group.runs]
+        drift = [run.history[SPECTRUM_DRIFT].dropna().iloc[-1] for run in group.runs
                  if SPECTRUM_DRIFT in run.history and run.history[SPECTRUM_DRIFT].notna().any()]
         lines.append(
-            f"| {optimizer} | {_spread(start, '.3f')} | {_spread(end, '.3f')} | "
-            f"{_spread([e - s for s, e in zip(start, end)], '+.3f')} | {_spread(drift, '.1e') if drift else '-'} |"
+            f"| {group.optimizer} | {', '.join(map(str, seed_list(group.config)))} | {_spread(start, '.3f')} | "
+            f"{_spread(end, '.3f')} | {_spread([e - s for s, e in zip(start, end)], '+.3f')} | "
+            f"{_spread(drift, '.1e') if drift else '-'} |"
         )
     return "\n" + "\n".join(lines) + "\n"
 

@@ -1,12 +1,15 @@
 """Where a demo run's metrics go: verl's file logger (JSONL) and wandb (offline unless a key is set).
 
-Under ``out_dir``: ``runs/<run>.jsonl`` and ``wandb/<optimizer>/`` (wandb's own folders inside). Each demo
-invocation replaces the logs of the optimizers it trains (`clear_previous_logs`), so they never pile up:
-what is there is the latest run (or seeds) of each optimizer.
+Under ``out_dir``: ``runs/<run>.jsonl``, ``runs/<optimizer>.settings.json`` (the settings it ran with) and
+``wandb/<optimizer>/`` (wandb's own folders inside), beside ``models/<optimizer>``. A run is written under
+``out_dir/.in-progress`` and moved into place only once all its seeds have finished (`commit_runs`), replacing
+that optimizer's previous logs and model: what ``out_dir`` holds is always the latest complete run (or seeds)
+of each optimizer, never a partial one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -26,12 +29,54 @@ def wandb_dir(out_dir: Path, optimizer: str) -> Path:
     return out_dir / "wandb" / optimizer
 
 
+def settings_path(out_dir: Path, optimizer: str) -> Path:
+    return out_dir / "runs" / f"{optimizer}.settings.json"
+
+
+def in_progress_dir(out_dir: Path) -> Path:
+    """Where runs are written until they are complete (same layout as ``out_dir``)."""
+    return out_dir / ".in-progress"
+
+
+def commit_runs(out_dir: Path, optimizer: str, settings: dict) -> None:
+    """Replace ``optimizer``'s logs and model in ``out_dir`` with the complete ones under `in_progress_dir`,
+    and record the settings they ran with."""
+    staged = in_progress_dir(out_dir)
+    clear_previous_logs(out_dir, optimizer)
+    shutil.rmtree(out_dir / "models" / optimizer, ignore_errors=True)
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    for path in _run_logs(staged, optimizer):
+        path.replace(out_dir / "runs" / path.name)
+    for folder in (wandb_dir(staged, optimizer), staged / "models" / optimizer):
+        if folder.exists():
+            target = out_dir / folder.relative_to(staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folder.replace(target)
+    settings_path(out_dir, optimizer).write_text(json.dumps(settings, indent=1) + "\n")
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def discard_in_progress(out_dir: Path) -> None:
+    shutil.rmtree(in_progress_dir(out_dir), ignore_errors=True)
+
+
+def committed_settings(out_dir: Path, optimizer: str) -> dict | None:
+    """The settings ``optimizer``'s runs in ``out_dir`` ran with, or None if it has none."""
+    path = settings_path(out_dir, optimizer)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def clear_previous_logs(out_dir: Path, optimizer: str) -> None:
-    """Remove the JSONL logs (``<optimizer>.jsonl``, ``<optimizer>-seed<s>.jsonl``) and wandb runs that an
-    earlier invocation left for ``optimizer``."""
-    for path in (*out_dir.glob(f"runs/{optimizer}.jsonl"), *out_dir.glob(f"runs/{optimizer}-seed*.jsonl")):
+    """Remove the JSONL logs (``<optimizer>.jsonl``, ``<optimizer>-seed<s>.jsonl``), settings and wandb runs
+    that an earlier invocation left for ``optimizer``."""
+    for path in _run_logs(out_dir, optimizer):
         path.unlink()
+    settings_path(out_dir, optimizer).unlink(missing_ok=True)
     shutil.rmtree(wandb_dir(out_dir, optimizer), ignore_errors=True)
+
+
+def _run_logs(out_dir: Path, optimizer: str) -> list[Path]:
+    return [*out_dir.glob(f"runs/{optimizer}.jsonl"), *out_dir.glob(f"runs/{optimizer}-seed*.jsonl")]
 
 
 def wandb_mode(setting: str) -> str:

@@ -19,7 +19,7 @@ from verl.workers.config.optimizer import FSDPOptimizerConfig
 
 import pion_rl
 from pion_rl.telemetry import OptimizerTelemetry
-from pion_rl.telemetry.monitor import MAX_REL_SV_CHANGE
+from pion_rl.telemetry.monitor import MAX_REL_SV_CHANGE, STEP_S
 from pion_rl.verl_plugin.optimizer_config import TELEMETRY_KEY, build_optimizer_with_telemetry
 
 from .config import DemoConfig
@@ -34,6 +34,7 @@ RECIPE_OPTIMIZER_DIR = Path(pion_rl.__file__).resolve().parent.parent / "configs
 #: The optimizer telemetry's metrics are logged as verl logs them, an actor metric `m` as `actor/m`.
 ACTOR_PREFIX = "actor/"
 SPECTRUM_DRIFT = ACTOR_PREFIX + MAX_REL_SV_CHANGE
+OPTIMIZER_STEP_S = ACTOR_PREFIX + STEP_S  # optimizer.step() alone, s
 HELDOUT_ACC = f"val-core/{DATA_SOURCE}/acc/mean@{{n}}"  # verl's validation metric name; n = samples
 
 
@@ -105,8 +106,10 @@ def run_grpo(
                          config.wandb)
     heldout = heldout_accuracy(policy, tokenizer, heldout_rows, config)
     tracker.log(heldout, step=0)
+    # On a terminal a progress bar (stderr); elsewhere (logs, pipes, CI) a line every `log_every` steps.
     bar = tqdm(range(1, config.steps + 1), desc=f"GRPO {optimizer_name:>5}", file=sys.stderr, dynamic_ncols=True,
-                disable=None)  # None: quiet when stderr is not a terminal (logs, CI)
+               disable=None)
+    held_at = 0
     for step, rows in zip(bar, prompt_batches(train_rows, config)):
         started = time.perf_counter()
         with torch.random.fork_rng():
@@ -136,10 +139,17 @@ def run_grpo(
         if step % config.eval_every == 0 or step == config.steps:
             heldout = heldout_accuracy(policy, tokenizer, heldout_rows, config)
             metrics.update(heldout)
+            held_at = step
         metrics["timing_s/step"] = time.perf_counter() - started
         tracker.log(metrics, step)
-        bar.set_postfix(reward=f"{metrics['critic/score/mean']:.2f}", heldout=f"{next(iter(heldout.values())):.3f}",
-                        kl=f"{metrics['actor/kl_loss']:.4f}")
+        reward, acc, kl = metrics["critic/score/mean"], next(iter(heldout.values())), metrics["actor/kl_loss"]
+        step_ms = 1e3 * metrics[OPTIMIZER_STEP_S]
+        if bar.disable:
+            if step % config.log_every == 0 or step == config.steps:
+                print(f"GRPO {optimizer_name} step {step}/{config.steps}: reward {reward:.3f}, held-out acc "
+                      f"{acc:.3f} (step {held_at}), KL {kl:.2e}, optimizer step {step_ms:.1f} ms", flush=True)
+        else:
+            bar.set_postfix(reward=f"{reward:.2f}", heldout=f"{acc:.3f}", kl=f"{kl:.1e}", opt_ms=f"{step_ms:.1f}")
     bar.close()
     tracker.finish()
     if save:
