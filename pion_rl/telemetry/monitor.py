@@ -54,7 +54,8 @@ class OptimizerTelemetry:
         optimizer state on the fullest rank, GB (1e9 bytes); ``optim/telemetry_s``: wall time of this
         telemetry's own work around the step (this rank's, reductions included), so its cost is on record.
       - Pion only: ``optim/pion/step_size`` and ``optim/pion/generator_norm``, means over units of the
-        applied step and of the Frobenius norm of the applied generator.
+        applied step (0 for a unit whose generator is 0: no rotation) and of the Frobenius norm of the
+        applied generator.
     ``W_0`` is the weights before the first step this object saw; it is saved in ``optimizer.state_dict()``
     (key ``"telemetry"``), so a resumed run keeps measuring against the original.
 
