@@ -11,10 +11,13 @@ data: the model's attention head size comes from its config when that is on this
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
+
+from pion_rl.optim.param_groups import WholeMatrixAttentionWarning
 
 #: Columns of the stand-in matrices: their routing and options are what is checked, not their size.
 _STAND_IN_WIDTH = 8
@@ -58,7 +61,9 @@ def _build_actor_optimizer(config: Any) -> None:
             pass  # not an attention model's config; the stand-in's rows stay
     named = _stand_in_parameters(q_rows)
     # The engine passes names only to pion_rl.optim; every other optimizer gets plain parameters, as in verl.
-    build_optimizer(named if uses_pion_rl(optim) else [p for _, p in named], optim)
+    with warnings.catch_warnings():  # without the model's config the note above already says q/k/v are unchecked
+        warnings.simplefilter("ignore", WholeMatrixAttentionWarning)
+        build_optimizer(named if uses_pion_rl(optim) else [p for _, p in named], optim)
 
 
 def _stand_in_parameters(q_rows: int) -> list[tuple[str, nn.Parameter]]:
