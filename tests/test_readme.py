@@ -3,8 +3,9 @@
 Every fenced block that follows a ``<!-- README test: run -->`` line is run: bash blocks command by command in
 a scratch copy of the checkout (links to the repository's files, so ``outputs/`` lands in the scratch folder),
 with ``.venv/bin/python`` (and ``python``, ``python3`` on PATH) standing for this interpreter; python blocks
-are executed as pasted, in a fresh namespace with nothing put in it. Demo commands get tiny sizes appended (later key=value words win), so
-the block runs in seconds. Mark a new block in either README and it is run here too.
+are executed as pasted, in a fresh namespace with nothing put in it. Demo commands get tiny sizes appended
+(later key=value words win), so the block runs in seconds. Mark a new block in either README and it is run
+here too.
 """
 
 from __future__ import annotations
