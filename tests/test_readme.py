@@ -83,7 +83,9 @@ def scratch_checkout(root: Path) -> Path:
 
 
 def run_shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "DRY_RUN", "PYTHON", "DATA_DIR")}
+    # Not offline: the README's dry runs name Hub models, which a dry run only needs cached while offline.
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "DRY_RUN", "PYTHON", "DATA_DIR",
+                                                            "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(PATH=f"{cwd / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO),
                WANDB_MODE="disabled")
     return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True,
