@@ -193,6 +193,10 @@ def test_hf_backend_end_to_end(tmp_path, capsys):
         (["--model", "broken"], "expected NAME=PATH"),
         (["--top-p", "0"], "--top-p must be in (0, 1]"),
         (["--backend", "vllm"], "--backend vllm needs vLLM"),
+        (["--k", "synthetic_arith=1,arith=2"], "--k names benchmark(s) arith that the data does not hold; its "
+                                               "benchmarks (data_source) are synthetic_arith"),
+        (["--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),  # argparse's own errors too
+        (["--out"], "argument --out: expected one argument"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, args, message):
@@ -203,11 +207,28 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, args, mess
     pd.DataFrame(_rows("synthetic_arith", ["1"])).to_parquet(tmp_path / "a.parquet")
     base = {"--model": f"m={tmp_path}", "--data": str(tmp_path / "a.parquet"), "--k": "synthetic_arith=1",
             "--backend": "hf", "--out": str(tmp_path / "out")}
-    base.update(dict(zip(args[::2], args[1::2])))
+    base.update(dict(zip(args[::2], args[1::2] or [None])))
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([x for pair in base.items() for x in pair])
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        cli.main([x for pair in base.items() for x in pair if x is not None])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err
+    assert err.startswith("python -m pion_rl.evaluate: error: ") and err.count("\n") == 1, err  # no usage block
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_benchmark_in_k_is_an_error_naming_the_datas(tmp_path):
+    """As a user ran it: --k amc=2 on AMC23 data was silently ignored (the run used the paper's k=8)."""
+    import subprocess
+
+    pd.DataFrame(_rows("amc23", ["1"])).to_parquet(tmp_path / "amc23.parquet")
+    pd.DataFrame(_rows("aime24", ["1"])).to_parquet(tmp_path / "aime24.parquet")
+    run = subprocess.run([sys.executable, "-m", "pion_rl.evaluate", "--model", f"m={tmp_path}", "--data",
+                          str(tmp_path / "amc23.parquet"), str(tmp_path / "aime24.parquet"), "--k", "amc=2",
+                          "--backend", "hf", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and not (tmp_path / "out").exists()
+    assert run.stderr == ("python -m pion_rl.evaluate: error: --k names benchmark(s) amc that the data does not "
+                          "hold; its benchmarks (data_source) are aime24, amc23\n")
 
 
 def test_unknown_benchmark_needs_a_k(tmp_path, capsys):

@@ -4,7 +4,8 @@
         [--k aime24=32,aime25=32,amc23=8,minerva=4,olympiadbench=8] [--backend vllm|hf]
         [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S] [--mode strict|math_verify] --out DIR
 
-Every input is checked before a model is loaded; a bad one is one line on stderr and exit status 2.
+Every input is checked before a model is loaded; a bad one is one line on stderr (``python -m
+pion_rl.evaluate: error: ...``, no usage block) and exit status 2.
 """
 
 from __future__ import annotations
@@ -14,28 +15,39 @@ import importlib
 import importlib.util
 import json
 import multiprocessing
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from pion_rl.reward import MODES, compute_score
+from pion_rl.verl_plugin.preflight import HUB_ID
 
 from . import paper
 from .generation import Progress, Request, Sampling
 from .results import benchmark_result, write_results
 
 BACKENDS = ("vllm", "hf")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+PROG = "python -m pion_rl.evaluate"
 #: Response length when the model is none of the paper's base models and its generation_config.json sets none
 #: (the Qwen3-1.7B recipe's).
 DEFAULT_MAX_NEW_TOKENS = 4096
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad input as its one line, without the usage block above it (--help has that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_k = ",".join(f"{b}={k}" for b, k in paper.DEFAULT_K.items())
-    parser = argparse.ArgumentParser(
-        prog="python -m pion_rl.evaluate",
+    parser = _OneLineParser(
+        prog=PROG,
         description="avg@k of one or more models on verl-parquet benchmarks, scored with pion_rl.reward; writes "
                     "DIR/results.json (every sample's score) and DIR/table.md (the paper's Table 3 layout).",
     )
@@ -59,8 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.models = _model_specs(args.model)
-        args.k = {**paper.DEFAULT_K, **_k_specs(args.k)}
+        given_k = _k_specs(args.k)
         args.rows = _read_rows(args.data)
+        unknown = sorted(set(given_k) - set(args.rows))
+        if unknown:
+            raise ValueError(f"--k names benchmark(s) {', '.join(unknown)} that the data does not hold; its "
+                             f"benchmarks (data_source) are {', '.join(sorted(args.rows))}")
+        args.k = {**paper.DEFAULT_K, **given_k}
         missing = sorted(set(args.rows) - set(args.k))
         if missing:
             raise ValueError(f"no k for benchmark(s) {missing}: add them to --k, e.g. --k {missing[0]}=4")
@@ -91,7 +108,7 @@ def _model_specs(specs: list[str]) -> dict[str, str]:
         local = Path(path).expanduser()
         if local.is_dir():
             models[name] = str(local)
-        elif _HUB_ID.fullmatch(path) and not local.exists():
+        elif HUB_ID.fullmatch(path) and not local.exists():
             models[name] = path
         else:
             raise ValueError(f"--model {name}: {path} is not a directory (nor a Hub id such as Qwen/Qwen3-1.7B)")
@@ -184,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             found = path if not Path(path).is_dir() else str(config_dir(path))
             config = model_config(found)
         except (OSError, ValueError) as error:
-            print(f"pion_rl.evaluate: error: --model {name}: {error}", file=sys.stderr)
+            print(f"{PROG}: error: --model {name}: {_one_line(error)}", file=sys.stderr)
             return 2
         base = paper.base_model_of(config)
         bases[name] = base.label if base else None
