@@ -275,6 +275,7 @@ def test_device_groups_and_the_jobs_planned_on_them(monkeypatch):
     from pion_rl.evaluate.schedule import Job, device_groups, plan_jobs, visible_devices
 
     assert visible_devices(cuda_visible="2,5, 7") == ["2", "5", "7"] and visible_devices(cuda_visible="") == []
+    assert visible_devices(cuda_visible="3,-1,4") == ["3"]  # as CUDA reads it: nothing after an invalid entry
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert visible_devices(count=lambda: 3) == ["0", "1", "2"]  # unset: every device torch counts
     assert device_groups([str(i) for i in range(8)], 2) == [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7")]

@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=MODES, default="strict", help="pion_rl.reward's matching mode")
     parser.add_argument("--devices", default=None, metavar="ID,...",
-                        help="CUDA devices to spread the models over (default: every visible GPU; none on a CPU "
-                             "machine)")
+                        help="CUDA device ids (as CUDA_VISIBLE_DEVICES names them) to spread the models over "
+                             "(default: every visible GPU; none on a CPU machine; '' for none)")
     parser.add_argument("--devices-per-model", type=int, default=1, metavar="G",
                         help="GPUs per model: vLLM's tensor-parallel size (default 1: one model per GPU)")
     parser.add_argument("--out", required=True, metavar="DIR")

@@ -48,7 +48,12 @@ def visible_devices(cuda_visible: str | None = None, count: Callable[[], int] | 
     ``0 .. n-1`` for the n devices torch sees (none on a CPU machine)."""
     cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES") if cuda_visible is None else cuda_visible
     if cuda_visible is not None:
-        return [d.strip() for d in cuda_visible.split(",") if d.strip() and not d.strip().startswith("-")]
+        ids = []
+        for entry in (d.strip() for d in cuda_visible.split(",")):
+            if not entry or entry.startswith("-"):
+                break  # CUDA ignores an invalid entry and all after it ("-1" hides every GPU)
+            ids.append(entry)
+        return ids
     if count is None:
         import torch
 
