@@ -298,8 +298,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-speed", action="store_true", help="only the fidelity and stats tables")
     parser.add_argument("--json", type=Path, default=None, help="also write every number to this file")
     args = parser.parse_args(argv)
+    if not args.tiny and not torch.cuda.is_available():
+        # The full model's weights, gradients and state need tens of GB: on a CPU it is killed for memory.
+        print("gpu_step.py: error: no CUDA device here, and the full Qwen3-1.7B run needs one; "
+              "use --tiny for the same code at toy sizes on CPU", file=sys.stderr)
+        raise SystemExit(2)
 
-    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    device = torch.device("cpu" if args.tiny else "cuda")
     shape = TINY if args.tiny else QWEN3_1_7B
     shapes = parameter_shapes(shape)
     described = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

@@ -109,7 +109,8 @@ def main(argv=None):
     names = list(OPTIMIZERS) if not args.only else ["adamw_torch", "muon_bf16ns", "muon_fp32ns", *args.only]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, one Qwen3-1.7B layer x{args.scale}, "
           f"{args.steps} timed steps each, fp32 params")
-    matrices = param_groups([(n, torch.empty(s, device="meta", requires_grad=True)) for n, s in shapes.items()], "pion")
+    matrices = param_groups([(n, torch.empty(s, device="meta", requires_grad=True)) for n, s in shapes.items()], "pion",
+                            head_dim=HEAD_DIM)
     print(f"{sum(len(g['params']) for g in matrices if g['algorithm'] == 'pion')} matrices to the matrix optimizer")
     if args.by_matrix:
         by_matrix(shapes, names, args.steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import types
@@ -78,7 +79,7 @@ def test_results_json_round_trips(tmp_path):
     results = _five_benchmark_results("Qwen3-1.7B")
     results["models"]["adamw"]["aime24"] = benchmark_result([[1.0, 0.0, 1.0]])  # se None for one problem
     del results["models"]["pion"]
-    json_path, table_path = write_results(tmp_path, results["settings"], results["models"])
+    json_path, _, table_path = write_results(tmp_path, results["settings"], results["models"], [])
     assert read_results(tmp_path) == results == read_results(json_path)
     assert table_path.read_text() == render_table(results)
 
@@ -183,6 +184,34 @@ def test_hf_backend_end_to_end(tmp_path, capsys):
     assert "| first | 50.00 ± 50.00 | 75.00 ± 25.00 |" in table  # AMC23 column first (the paper's order)
     assert "| second − first | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] |" in table
     assert table in capsys.readouterr().out
+    # What was graded: every sample's text beside its score, per model and problem, in the data's order.
+    with gzip.open(tmp_path / "out" / "responses.jsonl.gz", "rt") as stream:
+        records = [json.loads(line) for line in stream]
+    assert [(r["model"], r["benchmark"], r["problem"], r["ground_truth"]) for r in records] == [
+        (name, b, i, t) for name in ("first", "second")
+        for b, truths in (("synthetic_arith", "7787"), ("amc23", ["7", "12"])) for i, t in enumerate(truths)]
+    for record in records:
+        assert record["prompt"] == [{"role": "user", "content": f"What is {record['problem']} + 1?"}]
+        scores = results["models"][record["model"]][record["benchmark"]]["scores"][record["problem"]]
+        assert [s["score"] for s in record["samples"]] == scores
+        assert all(s["text"].strip() == ANSWER for s in record["samples"])
+    assert results["settings"]["timing"]["device_groups"] == []  # a CPU machine: one model after another here
+
+
+def test_models_run_in_parallel_one_per_device_group(tmp_path):
+    """Two devices (stand-ins on a CPU machine: each worker is told its CUDA_VISIBLE_DEVICES, and the hf backend
+    runs on the CPU), two models: both run at once, one per device, with the results of a run here."""
+    model = write_chain_model(tmp_path / "model")
+    pd.DataFrame(_rows("amc23", ["7", "12", "7"])).to_parquet(tmp_path / "a.parquet")
+    common = ["--model", f"first={model}", "--model", f"second={model}", "--data", str(tmp_path / "a.parquet"),
+              "--k", "amc23=2", "--backend", "hf", "--max-new-tokens", "20"]
+    assert cli.main([*common, "--devices", "", "--out", str(tmp_path / "here")]) == 0
+    assert cli.main([*common, "--devices", "0,1", "--out", str(tmp_path / "spread")]) == 0
+    here, spread = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("here", "spread"))
+    assert spread["models"] == here["models"] and here["models"]["first"]["amc23"]["avg"] == pytest.approx(2 / 3)
+    first, second = spread["settings"]["timing"]["jobs"]
+    assert (first["model"], first["devices"], second["model"], second["devices"]) == ("first", "0", "second", "1")
+    assert second["start_s"] < first["start_s"] + first["seconds"]  # the second started before the first ended
 
 
 @pytest.mark.parametrize(
@@ -193,6 +222,10 @@ def test_hf_backend_end_to_end(tmp_path, capsys):
         (["--model", "broken"], "expected NAME=PATH"),
         (["--top-p", "0"], "--top-p must be in (0, 1]"),
         (["--backend", "vllm"], "--backend vllm needs vLLM"),
+        (["--k", "synthetic_arith=1,arith=2"], "--k names benchmark(s) arith that the data does not hold; its "
+                                               "benchmarks (data_source) are synthetic_arith"),
+        (["--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),  # argparse's own errors too
+        (["--out"], "argument --out: expected one argument"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, args, message):
@@ -203,11 +236,28 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, args, mess
     pd.DataFrame(_rows("synthetic_arith", ["1"])).to_parquet(tmp_path / "a.parquet")
     base = {"--model": f"m={tmp_path}", "--data": str(tmp_path / "a.parquet"), "--k": "synthetic_arith=1",
             "--backend": "hf", "--out": str(tmp_path / "out")}
-    base.update(dict(zip(args[::2], args[1::2])))
+    base.update(dict(zip(args[::2], args[1::2] or [None])))
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([x for pair in base.items() for x in pair])
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        cli.main([x for pair in base.items() for x in pair if x is not None])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err
+    assert err.startswith("python -m pion_rl.evaluate: error: ") and err.count("\n") == 1, err  # no usage block
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_benchmark_in_k_is_an_error_naming_the_datas(tmp_path):
+    """As a user ran it: --k amc=2 on AMC23 data was silently ignored (the run used the paper's k=8)."""
+    import subprocess
+
+    pd.DataFrame(_rows("amc23", ["1"])).to_parquet(tmp_path / "amc23.parquet")
+    pd.DataFrame(_rows("aime24", ["1"])).to_parquet(tmp_path / "aime24.parquet")
+    run = subprocess.run([sys.executable, "-m", "pion_rl.evaluate", "--model", f"m={tmp_path}", "--data",
+                          str(tmp_path / "amc23.parquet"), str(tmp_path / "aime24.parquet"), "--k", "amc=2",
+                          "--backend", "hf", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 2 and not (tmp_path / "out").exists()
+    assert run.stderr == ("python -m pion_rl.evaluate: error: --k names benchmark(s) amc that the data does not "
+                          "hold; its benchmarks (data_source) are aime24, amc23\n")
 
 
 def test_unknown_benchmark_needs_a_k(tmp_path, capsys):
@@ -218,6 +268,73 @@ def test_unknown_benchmark_needs_a_k(tmp_path, capsys):
     assert "no k for benchmark(s) ['math500']: add them to --k" in capsys.readouterr().err
 
 
+# --- spreading generation over devices --------------------------------------------------------------------------
+
+
+def test_device_groups_and_the_jobs_planned_on_them(monkeypatch):
+    from pion_rl.evaluate.schedule import Job, device_groups, plan_jobs, visible_devices
+
+    assert visible_devices(cuda_visible="2,5, 7") == ["2", "5", "7"] and visible_devices(cuda_visible="") == []
+    assert visible_devices(cuda_visible="3,-1,4") == ["3"]  # as CUDA reads it: nothing after an invalid entry
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_devices(count=lambda: 3) == ["0", "1", "2"]  # unset: every device torch counts
+    assert device_groups([str(i) for i in range(8)], 2) == [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7")]
+    assert device_groups(["0", "1", "2"], 2) == [("0", "1")]  # a device left over stays idle
+    assert device_groups([], 1) == [()]
+    with pytest.raises(ValueError, match="needs that many devices"):
+        device_groups(["0"], 2)
+    # 4 models on 8 GPUs: 2 jobs each, problems dealt round-robin; more models than groups: one job each.
+    jobs = plan_jobs(["a", "b", "c", "d"], 5, 8)
+    assert jobs[:2] == [Job("a", (0, 2, 4), 1, 2), Job("a", (1, 3), 2, 2)] and len(jobs) == 8
+    assert plan_jobs(["a", "b", "c"], 4, 2) == [Job(m, (0, 1, 2, 3)) for m in "abc"]
+    assert plan_jobs(["a"], 2, 8) == [Job("a", (0,), 1, 2), Job("a", (1,), 2, 2)]  # never an empty job
+    for models, n, groups in ((["a", "b", "c"], 10, 8), (["a"], 7, 3)):
+        planned = plan_jobs(models, n, groups)
+        for m in models:  # every request of every model exactly once
+            assert sorted(i for j in planned if j.model == m for i in j.indices) == list(range(n))
+
+
+def test_jobs_run_one_per_group_at_a_time_and_all_of_them(monkeypatch):
+    from pion_rl.evaluate import schedule
+
+    monkeypatch.setattr(schedule, "POLL_S", 0.0)
+    busy, log = set(), []
+
+    class FakeProcess:  # finishes after a few polls; exit status from its job
+        def __init__(self, job, group):
+            self.job, self.group, self.polls = job, group, 2 + len(job.indices)
+            assert group not in busy, "two jobs on one device group"
+            busy.add(group)
+            log.append(("start", job.model, job.part, group, len(busy)))
+
+        def poll(self):
+            self.polls -= 1
+            if self.polls > 0:
+                return None
+            busy.discard(self.group)
+            return 3 if self.job.model == "broken" else 0
+
+        def kill(self):
+            busy.discard(self.group)
+
+        def wait(self):
+            pass
+
+    def launch(job, group):
+        process = FakeProcess(job, group)
+        return schedule.Launched(process, lambda: {"responses": [[f"{job.model}:{i}"] for i in job.indices]})
+
+    groups = [("0",), ("1",), ("2",)]
+    jobs = schedule.plan_jobs(["a", "b"], 7, 4) + schedule.plan_jobs(["c"], 7, 1)
+    results = schedule.run_jobs(jobs, groups, launch)
+    assert [r.job for r in results] == jobs and not busy
+    assert all(r.responses == [[f"{r.job.model}:{i}"] for i in r.job.indices] for r in results)
+    assert max(entry[-1] for entry in log) == 3  # all three groups busy at once
+    with pytest.raises(RuntimeError, match="model broken .*failed with exit status 3"):
+        schedule.run_jobs(schedule.plan_jobs(["broken", "slow"], 7, 2), groups[:2], launch)
+    assert not busy  # the other job was stopped
+
+
 # --- the vLLM backend, without vLLM ----------------------------------------------------------------------------
 
 
@@ -226,14 +343,16 @@ def test_vllm_requests_carry_n_sampling_seeds_and_the_chat_template():
     from pion_rl.evaluate import vllm as vllm_backend
 
     tokenizer = build_tokenizer()
-    requests = [Request([{"role": "user", "content": f"q{i}"}], n) for i, n in enumerate((32, 32, 8))]
+    # Seeds follow each request's place in the whole evaluation (here 5, 9, 2), not its place in this job.
+    requests = [Request([{"role": "user", "content": f"q{i}"}], n, index)
+                for i, (n, index) in enumerate(((32, 5), (32, 9), (8, 2)))]
     built = vllm_backend.build_requests(tokenizer, requests, Sampling(0.6, 0.95, 4096, seed=7))
     assert [prompt for prompt, _ in built] == [
         f"<|im_start|>user\nq{i}<|im_end|>\n<|im_start|>assistant\n" for i in range(3)
     ]
     assert [params for _, params in built] == [
-        {"n": n, "temperature": 0.6, "top_p": 0.95, "max_tokens": 4096, "seed": 7 + i}
-        for i, n in enumerate((32, 32, 8))
+        {"n": n, "temperature": 0.6, "top_p": 0.95, "max_tokens": 4096, "seed": 7 + index}
+        for n, index in ((32, 5), (32, 9), (8, 2))
     ]
 
 
@@ -259,7 +378,7 @@ def test_vllm_generate_drives_the_engine_in_order(monkeypatch):
     monkeypatch.setattr(vllm_backend, "REQUESTS_PER_CALL", 2)
     requests = [Request([{"role": "user", "content": f"q{i}"}], 1 + i % 2) for i in range(5)]
     out = vllm_backend.generate("/m", requests, Sampling(0.6, 0.95, 64, seed=3), Progress("m", 5, stream=sys.stderr))
-    assert calls["llm"] == {"model": "/m", "seed": 3, "dtype": "bfloat16"}
+    assert calls["llm"] == {"model": "/m", "seed": 3, "dtype": "bfloat16", "tensor_parallel_size": 1}
     assert calls["batches"] == [2, 2, 1]
     assert [len(r) for r in out] == [1, 2, 1, 2, 1]
     assert all(f"q{i}<|im_end|>" in texts[0] for i, texts in enumerate(out))
@@ -298,13 +417,27 @@ def test_eval_script_finds_the_three_runs_and_the_base_model(tmp_path):
         tmp_path / "ckpt" / "qwen3_1.7b_deepmath_Pion" / "global_step_3" / "actor" / "huggingface")
     assert all(results["models"][m][b]["avg"] == 0.5 for m in results["models"] for b in paper.BENCHMARKS)
 
+    # A missing run is left out and named; the others are still evaluated.
     shutil.rmtree(tmp_path / "ckpt" / "qwen3_1.7b_deepmath_Muon")
+    env["OUT"] = str(tmp_path / "two")
+    run = subprocess.run(["bash", str(script), "--backend", "hf", "--k", k, "--max-new-tokens", "12"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.startswith(f"eval_deepmath: no Muon run at {tmp_path}/ckpt/qwen3_1.7b_deepmath_Muon, so it "
+                                 "is left out: train it with examples/grpo_trainer/run_qwen3_1.7b_muon_deepmath.sh")
+    assert list(json.loads((tmp_path / "two" / "results.json").read_text())["models"]) == ["base", "adamw", "pion"]
+
+    for optimizer in ("AdamW", "Pion"):
+        shutil.rmtree(tmp_path / "ckpt" / f"qwen3_1.7b_deepmath_{optimizer}")
     run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 1 and run.stderr.startswith("eval_deepmath: no run at ")
-    assert "run_qwen3_1.7b_muon_deepmath.sh" in run.stderr
+    assert run.returncode == 1 and run.stderr.count("so it is left out") == 3
+    assert run.stderr.splitlines()[-1] == (f"eval_deepmath: none of the three runs is under {tmp_path}/ckpt: "
+                                           "nothing to evaluate beside the base model")
 
 
 FAKE_VLLM = '''
+import os
+
 from transformers import AutoTokenizer
 
 
@@ -319,20 +452,22 @@ class _Completion:
 
 
 class _Output:
-    def __init__(self, n, seed):
-        self.outputs = [_Completion("\\\\boxed{7}" if seed % 2 == 0 else "no box") for _ in range(n)]
+    def __init__(self, n, seed, where):
+        self.outputs = [_Completion(("\\\\boxed{7}" if seed % 2 == 0 else "no box") + where) for _ in range(n)]
 
 
 class LLM:
-    def __init__(self, model, seed, dtype):
+    def __init__(self, model, seed, dtype, tensor_parallel_size):
         self.tokenizer = AutoTokenizer.from_pretrained(model)
+        # Each text says where it was drawn: the devices this process saw and the tensor-parallel size.
+        self.where = f" [devices {os.environ.get('CUDA_VISIBLE_DEVICES')} tp {tensor_parallel_size}]"
 
     def get_tokenizer(self):
         return self.tokenizer
 
     def generate(self, prompts, params, use_tqdm):
         assert all(p.endswith("<|im_start|>assistant\\n") for p in prompts)
-        return [_Output(sp["n"], sp["seed"]) for sp in params]
+        return [_Output(sp["n"], sp["seed"], self.where) for sp in params]
 '''
 
 
@@ -347,14 +482,34 @@ def test_vllm_backend_through_the_cli_in_its_own_process(tmp_path):
     model = write_chain_model(tmp_path / "model")
     pd.DataFrame(_rows("amc23", ["7", "7", "7", "9"])).to_parquet(tmp_path / "a.parquet")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), *sys.path])}
-    run = subprocess.run([sys.executable, "-m", "pion_rl.evaluate", "--model", f"m={model}", "--data",
-                          str(tmp_path / "a.parquet"), "--k", "amc23=3", "--seed", "10", "--out", str(tmp_path / "out")],
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    command = [sys.executable, "-m", "pion_rl.evaluate", "--model", f"m={model}", "--data", str(tmp_path / "a.parquet"),
+               "--k", "amc23=3", "--seed", "10"]
+    run = subprocess.run([*command, "--devices", "", "--out", str(tmp_path / "out")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    # seeds 10, 11, 12, 13: even seeds answer 7 (right for rows 0 and 2), odd ones give no box.
+    assert results["models"]["m"]["amc23"]["scores"] == [[1.0] * 3, [0.0] * 3, [1.0] * 3, [0.0] * 3]
+    assert results["settings"]["backend"] == "vllm"
+
+    # Four GPUs in two groups of two (tensor parallel 2): the one model's problems are dealt to both groups, each
+    # a process seeing only its group; the seeds follow the problem, so the scores are the same.
+    run = subprocess.run([*command, "--devices", "0,1,2,3", "--devices-per-model", "2", "--out", str(tmp_path / "dp")],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    arith = json.loads((tmp_path / "out" / "results.json").read_text())["models"]["m"]["amc23"]
-    # seeds 10, 11, 12, 13: even seeds answer 7 (right for rows 0 and 2), odd ones give no box.
-    assert arith["scores"] == [[1.0] * 3, [0.0] * 3, [1.0] * 3, [0.0] * 3]
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["backend"] == "vllm"
+    spread = json.loads((tmp_path / "dp" / "results.json").read_text())
+    assert spread["models"] == results["models"]
+    with gzip.open(tmp_path / "dp" / "responses.jsonl.gz", "rt") as stream:
+        records = [json.loads(line) for line in stream]
+    assert [r["problem"] for r in records] == [0, 1, 2, 3]
+    assert [{s["text"].split(" [")[1] for s in r["samples"]} for r in records] == [
+        {"devices 0,1 tp 2]"}, {"devices 2,3 tp 2]"}, {"devices 0,1 tp 2]"}, {"devices 2,3 tp 2]"}]
+    timing = spread["settings"]["timing"]
+    assert timing["device_groups"] == ["0,1", "2,3"]
+    assert [(j["part"], j["parts"], j["devices"], j["problems"]) for j in timing["jobs"]] == [(1, 2, "0,1", 2),
+                                                                                            (2, 2, "2,3", 2)]
+    assert "Generation: 2 job(s) on 2 device group(s) (0,1; 2,3)" in (tmp_path / "dp" / "table.md").read_text()
 
 
 def test_a_directory_that_is_no_model_fails_before_anything_is_written(tmp_path, capsys):

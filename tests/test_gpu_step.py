@@ -66,3 +66,13 @@ def test_tiny_run_from_a_bare_copy(tmp_path):
         for key in ("step_size", "generator_norm"):
             assert all(abs(b / a - 1) < 0.01 for a, b in zip(fp32[key], bf16[key]))
 
+
+
+def test_full_size_without_a_gpu_refuses_in_one_line_pointing_to_tiny():
+    # Hidden GPUs stand for a CPU-only machine; before the check, the full model was built on CPU (killed, rc 137).
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_step.py")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("gpu_step.py: error: no CUDA device")
+    assert "--tiny" in run.stderr

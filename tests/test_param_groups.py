@@ -103,3 +103,74 @@ def test_a_head_dim_that_is_not_the_models_says_to_read_it_from_the_config():
     assert "model's attention head size" in message
     assert "model.config.head_dim" in message
     assert "model.config.hidden_size // model.config.num_attention_heads" in message
+
+
+def _attention_models():
+    """(head size, model): Qwen3 declares head_dim (8, not hidden / heads = 16); Qwen2 derives it (32 / 4 = 8)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    yield 8, Qwen3ForCausalLM(Qwen3Config(vocab_size=32, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                          num_attention_heads=2, num_key_value_heads=1, head_dim=8))
+    yield 8, Qwen2ForCausalLM(Qwen2Config(vocab_size=32, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                          num_attention_heads=4, num_key_value_heads=2))
+
+
+QKV = ("q_proj.weight", "k_proj.weight", "v_proj.weight")
+
+
+def _qkv_blocks(groups):
+    return {g.get("row_block") for g in groups for n in g["param_names"] if n.endswith(QKV)}
+
+
+def test_a_module_gives_pion_its_head_size_without_a_warning():
+    import warnings
+
+    for head_size, model in _attention_models():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no warning of any kind
+            assert _qkv_blocks(Pion(model, lr=1e-3).param_groups) == {head_size}, type(model).__name__
+            assert _qkv_blocks(param_groups(model, optimizer="pion")) == {head_size}
+            assert {g["algorithm"] for g in Muon(model, lr=1e-3).param_groups} == {"muon", "adamw"}
+        # An explicit head_dim still wins over the config's.
+        assert _qkv_blocks(Pion(model, lr=1e-3, head_dim=4).param_groups) == {4}
+
+
+def test_named_parameters_without_head_dim_warn_once_naming_q_k_v():
+    from pion_rl.optim.param_groups import WholeMatrixAttentionWarning
+
+    model = _tiny_qwen3(tie=False)
+    qkv = [n for n, _ in model.named_parameters() if n.endswith(QKV)]
+    with pytest.warns(WholeMatrixAttentionWarning) as caught:
+        opt = Pion(model.named_parameters(), lr=1e-3)
+    assert len(caught) == 1 and issubclass(caught[0].category, UserWarning)
+    message = str(caught[0].message)
+    assert len(qkv) == 6 and all(name in message for name in qkv)
+    assert "o_proj" not in message and "Pion(model, ...)" in message and "head_dim=" in message
+    assert _qkv_blocks(opt.param_groups) == {None}  # what the warning says: whole matrices
+    with pytest.warns(WholeMatrixAttentionWarning):
+        param_groups(model.named_parameters(), optimizer="pion")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Muon updates whole matrices anyway; Pion with head_dim is per head
+        Muon(model.named_parameters(), lr=1e-3)
+        Pion(model.named_parameters(), lr=1e-3, head_dim=8)
+
+
+def test_the_engine_builds_pion_per_head_without_a_warning():
+    """What NamedParamsFSDPEngine._build_optimizer calls: verl's build_optimizer on named_parameters(), the
+    head size read from the model's hf_config."""
+    import warnings
+
+    from verl.workers.config.optimizer import FSDPOptimizerConfig
+
+    from pion_rl.verl_plugin.optimizer_config import build_optimizer_with_telemetry
+
+    model = next(m for _, m in _attention_models())
+    config = FSDPOptimizerConfig(lr=1e-3, weight_decay=0.0, optimizer_impl="pion_rl.optim", optimizer="Pion",
+                                 override_optimizer_config={"update_side": "alternate"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        optimizer, _ = build_optimizer_with_telemetry(model, config, model.config)
+    assert _qkv_blocks(optimizer.param_groups) == {8}

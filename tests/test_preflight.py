@@ -68,7 +68,8 @@ def test_find_module_finds_submodules_without_importing_them():
 
 
 def _launch(tmp_path, *overrides, python=sys.executable, **env):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DRY_RUN", "MODEL_PATH")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("DRY_RUN", "MODEL_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     full_env.update(DATA_DIR=str(tmp_path / "data"), N_GPUS="8", PYTHON=python, **env)
     return subprocess.run(["bash", str(SCRIPT), *overrides], env=full_env, capture_output=True, text=True,
                           timeout=600, cwd=REPO_ROOT)
@@ -151,3 +152,49 @@ def test_the_recipe_checks_wandb_only_when_its_loggers_include_it(tmp_path):
     assert WANDB_LINE in _launch(tmp_path, **env).stderr
     assert WANDB_LINE not in _launch(tmp_path, "trainer.logger=[console]", **env).stderr
     assert WANDB_LINE in _launch(tmp_path, "trainer.logger=[console,wandb]", **env).stderr
+
+
+# --- the model ------------------------------------------------------------------------------------------------
+
+
+def _hub_cache_entry(hf_home: Path, model_id: str) -> None:
+    """The layout huggingface_hub's cache keeps a downloaded model's config.json in."""
+    repo = hf_home / "hub" / f"models--{model_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+
+
+def _model_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("preflight: model ")]
+
+
+def test_a_missing_model_is_one_line_in_the_dry_run_and_in_the_preflight(tmp_path):
+    missing = "model /nonexistent/model is not a directory on this machine (nor a Hub id such as Qwen/Qwen3-1.7B)"
+    dry = _launch(tmp_path, DRY_RUN="1", MODEL_PATH="/nonexistent/model")
+    assert dry.returncode == 1 and dry.stdout == "" and "Traceback" not in dry.stderr
+    (line,) = dry.stderr.strip().splitlines()
+    assert line.startswith(f"pion_rl.verl_plugin.compose: ValueError: {missing}: set MODEL_PATH")
+    real = _launch(tmp_path, MODEL_PATH="/nonexistent/model", WANDB_MODE="offline")
+    assert real.returncode == 1 and [line[len("preflight: "):] for line in _model_lines(real.stderr)] == [
+        f"{missing}: set MODEL_PATH to the model's directory, or to its Hub id to download it"]
+    (tmp_path / "empty").mkdir()
+    real = _launch(tmp_path, MODEL_PATH=str(tmp_path / "empty"), WANDB_MODE="offline")
+    assert [f"preflight: model {tmp_path / 'empty'} is a directory without config.json" in line
+            for line in _model_lines(real.stderr)] == [True]
+
+
+def test_an_uncached_hub_id_while_offline_is_one_line_and_a_cached_one_passes(tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "WANDB_MODE": "offline"}
+    for env in ({}, {"DRY_RUN": "1"}):  # the recipe's default model, Qwen/Qwen3-1.7B
+        run = _launch(tmp_path, **offline, **env)
+        assert run.returncode == 1
+        assert ("model Qwen/Qwen3-1.7B is not in the Hugging Face cache and HF_HUB_OFFLINE forbids downloading it: "
+                "run `hf download Qwen/Qwen3-1.7B` where the Hub is reachable") in run.stderr
+    override = _launch(tmp_path, "actor_rollout_ref.model.path=Qwen/Qwen3-0.6B", **offline)
+    assert [line.split(" is ")[0] for line in _model_lines(override.stderr)] == ["preflight: model Qwen/Qwen3-0.6B"]
+    _hub_cache_entry(tmp_path / "hf", "Qwen/Qwen3-1.7B")
+    assert _model_lines(_launch(tmp_path, **offline).stderr) == []
+    online = {k: v for k, v in offline.items() if k != "HF_HUB_OFFLINE"}
+    assert _model_lines(_launch(tmp_path, MODEL_PATH="Org/not-cached", **online).stderr) == []  # downloaded later

@@ -87,14 +87,22 @@ RUN_NAME_KEYS = {
 
 
 def _run(script: str, *args: str, dry_run: bool = True, **env: str) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "DRY_RUN")}
+    # Not offline: the recipes' Hub models need not be cached for a dry run that may download them.
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("MODEL_PATH", "DRY_RUN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     full_env.update(ENV, PYTHON=sys.executable, **env, **({"DRY_RUN": "1"} if dry_run else {}))
     return subprocess.run(["bash", str(SCRIPTS / script), *args], env=full_env, capture_output=True, text=True,
                           timeout=600)
 
 
 @pytest.fixture(scope="module")
-def runs():
+def local_model(tmp_path_factory) -> Path:
+    """A local model directory with a space in its path (the dry run checks that it holds a model)."""
+    return _write_model_config(tmp_path_factory.mktemp("models") / "my qwen3")
+
+
+@pytest.fixture(scope="module")
+def runs(local_model):
     """Every recipe script's dry run, one with MODEL_PATH and pass-through overrides, and one real launch that
     stops after composing (verl's main_ppo with Hydra's --cfg job), all run concurrently."""
     jobs = {(m, o): (f"run_{m}_{o}_deepmath.sh",) for m in MODELS for o in OPTIMIZERS}
@@ -102,7 +110,7 @@ def runs():
         futures = {key: pool.submit(_run, *args) for key, args in jobs.items()}
         futures["custom"] = pool.submit(
             _run, "run_qwen3_1.7b_muon_deepmath.sh", "trainer.logger=[console,wandb,file]", "trainer.total_epochs=2",
-            "trainer.save_freq=10", "trainer.resume_mode=disable", MODEL_PATH="/models/my qwen3",
+            "trainer.save_freq=10", "trainer.resume_mode=disable", MODEL_PATH=str(local_model),
         )
         futures["main_ppo"] = pool.submit(_run, "run_distilled_muon_deepmath.sh", "--cfg", "job", "--resolve",
                                           dry_run=False)
@@ -151,9 +159,9 @@ def test_optimizer_variants_differ_only_in_the_optimizer(runs, model):
         assert "actor_rollout_ref.actor.optim.optimizer" in differing
 
 
-def test_env_vars_and_extra_arguments_reach_the_config(runs):
+def test_env_vars_and_extra_arguments_reach_the_config(runs, local_model):
     config = _composed(runs["custom"])
-    assert _get(config, "actor_rollout_ref.model.path") == "/models/my qwen3"
+    assert _get(config, "actor_rollout_ref.model.path") == str(local_model)
     assert _get(config, "trainer.logger") == ["console", "wandb", "file"]
     assert _get(config, "trainer.total_epochs") == 2
     assert (_get(config, "trainer.save_freq"), _get(config, "trainer.resume_mode")) == (10, "disable")

@@ -155,3 +155,33 @@ def test_replicated_ranks_report_what_one_process_reports():
             assert alone[state] / 2 < grouped[state] < alone[state]
             del grouped[state], alone[state]
             assert grouped == pytest.approx(alone, rel=1e-9, abs=1e-12)
+
+
+def test_a_zero_gradient_reports_no_applied_step():
+    """Zero gradients rotate by nothing: the telemetry reports step_size 0 there (not the RMS scale over a zero
+    norm, ~1e7), and the mean over units counts that 0 beside a matrix that did move."""
+    from pion_rl.optim import Pion
+    from pion_rl.telemetry import OptimizerTelemetry
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 6, bias=False), torch.nn.Linear(6, 4, bias=False))
+    optimizer = Pion(model.named_parameters(), lr=1e-3, update_side="alternate")
+    telemetry = OptimizerTelemetry(optimizer, model.named_parameters(), spectrum_every=0)
+    still, moving = model[0].weight, model[1].weight
+    before = still.detach().clone()
+    still.grad, moving.grad = torch.zeros_like(still), torch.randn_like(moving)
+    optimizer.step()
+    metrics, stats = telemetry.pop_metrics(), optimizer.last_step_stats
+    assert torch.equal(still.detach(), before)
+    assert stats[still]["step_size"].tolist() == [0.0] and stats[still]["generator_norm"].tolist() == [0.0]
+    alpha = float(stats[moving]["step_size"])
+    assert 0 < alpha < 1
+    assert metrics["optim/pion/step_size"] == pytest.approx(alpha / 2, rel=1e-6)
+
+    fresh = Pion(model.named_parameters(), lr=1e-3)
+    telemetry = OptimizerTelemetry(fresh, model.named_parameters(), spectrum_every=0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    fresh.step()
+    metrics = telemetry.pop_metrics()
+    assert metrics["optim/pion/step_size"] == 0.0 and metrics["optim/pion/generator_norm"] == 0.0

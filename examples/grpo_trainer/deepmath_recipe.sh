@@ -10,8 +10,9 @@
 #                  builds if there is one, else python3)
 #   DRY_RUN=1      print the fully composed config as YAML on stdout and exit: no Ray, GPU, data or model
 # Without DRY_RUN, a preflight (pion_rl.verl_plugin.preflight) first checks verl's GPU stack, N_GPUS CUDA
-# devices, the data files, that pion-rl imports outside the checkout and, when the run logs to wandb, that wandb
-# has a key (or WANDB_MODE=offline); each missing piece is one line with its fix, and nothing starts.
+# devices, the data files, the model (a local directory, or a Hub id: cached when HF_HUB_OFFLINE=1), that pion-rl
+# imports outside the checkout and, when the run logs to wandb, that wandb has a key (or WANDB_MODE=offline); each
+# missing piece is one line with its fix, and nothing starts. DRY_RUN checks the model the same way.
 # Extra arguments are Hydra overrides, e.g. trainer.logger='[console,wandb,file]' or trainer.total_epochs=2.
 
 # Benchmarks validated every trainer.test_freq steps; metrics val-core/<benchmark>/acc/mean@4.
@@ -47,6 +48,21 @@ _logs_to_wandb() {
     return $((1 - logs))
 }
 
+# The model a launch trains: the last actor_rollout_ref.model.path= override, else MODEL_PATH, else the
+# recipe config's own (its one `    path:` line under actor_rollout_ref.model).
+_recipe_model() {
+    local config_name=$1 arg model=${MODEL_PATH:-}
+    shift
+    for arg in "$@"; do
+        case $arg in actor_rollout_ref.model.path=*) model=${arg#*=} ;; esac
+    done
+    if [[ -z $model ]]; then
+        model=$(sed -n 's/^    path: //p' "$DEEPMATH_REPO_ROOT/configs/$config_name.yaml" | head -n 1)
+    fi
+    model=${model#[\'\"]}
+    echo "${model%[\'\"]}"
+}
+
 # run_deepmath_recipe CONFIG_NAME OPTIMIZER [HYDRA_OVERRIDE...]
 run_deepmath_recipe() {
     local config_name=$1 optimizer=$2
@@ -77,7 +93,8 @@ run_deepmath_recipe() {
         if _logs_to_wandb "$@"; then wandb_flag=(--wandb); fi
         PREFLIGHT_PYTHONPATH=${PYTHONPATH:-} PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
             "$python" -m pion_rl.verl_plugin.preflight --n-gpus "${N_GPUS:-8}" \
-            --train "$data_dir/deepmath/train.parquet" --val "${val_paths[@]}" "${wandb_flag[@]}" || return 1
+            --train "$data_dir/deepmath/train.parquet" --val "${val_paths[@]}" "${wandb_flag[@]}" \
+            --model "$(_recipe_model "$config_name" "$@")" || return 1
     fi
     "$python" "${entry[@]}" --config-name "$config_name" "${overrides[@]}" "$@"
 }

@@ -2,9 +2,14 @@
 
     python -m pion_rl.evaluate --model NAME=PATH [--model NAME=PATH ...] --data FILE.parquet [FILE ...]
         [--k aime24=32,aime25=32,amc23=8,minerva=4,olympiadbench=8] [--backend vllm|hf]
-        [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S] [--mode strict|math_verify|paper] --out DIR
+        [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S] [--mode strict|math_verify|paper]
+        [--devices 0,1,...] [--devices-per-model G] --out DIR
 
-Every input is checked before a model is loaded; a bad one is one line on stderr and exit status 2.
+Generation is spread over the node's GPUs (:mod:`.schedule`): models in parallel, each split over several
+GPUs' worth of jobs when there are more GPUs than models; on a CPU machine the hf backend runs here.
+
+Every input is checked before a model is loaded; a bad one is one line on stderr (``python -m
+pion_rl.evaluate: error: ...``, no usage block) and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,31 +18,45 @@ import argparse
 import importlib
 import importlib.util
 import json
-import multiprocessing
-import re
 import sys
+import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
 from pion_rl.reward import MODES, compute_score
+from pion_rl.verl_plugin.preflight import HUB_ID
 
-from . import paper
-from .generation import Progress, Request, Sampling
+from . import paper, worker
+from .generation import Request, Sampling
 from .results import benchmark_result, write_results
+from .schedule import JobResult, device_groups, plan_jobs, run_jobs, visible_devices, worker_launcher
 
 BACKENDS = ("vllm", "hf")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+PROG = "python -m pion_rl.evaluate"
 #: Response length when the model is none of the paper's base models and its generation_config.json sets none
 #: (the Qwen3-1.7B recipe's).
 DEFAULT_MAX_NEW_TOKENS = 4096
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad input as its one line, without the usage block above it (--help has that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_k = ",".join(f"{b}={k}" for b, k in paper.DEFAULT_K.items())
-    parser = argparse.ArgumentParser(
-        prog="python -m pion_rl.evaluate",
+    parser = _OneLineParser(
+        prog=PROG,
         description="avg@k of one or more models on verl-parquet benchmarks, scored with pion_rl.reward; writes "
-                    "DIR/results.json (every sample's score) and DIR/table.md (the paper's Table 3 layout).",
+                    "DIR/results.json (every sample's score), DIR/responses.jsonl.gz (every sample's text and "
+                    "score) and DIR/table.md (the paper's Table 3 layout).",
     )
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
                         help="a Hugging Face model directory or a verl checkpoint (run, global_step_N or actor "
@@ -55,12 +74,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "generation_config.json max_new_tokens, else 4096)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=MODES, default="strict", help="pion_rl.reward's matching mode")
+    parser.add_argument("--devices", default=None, metavar="ID,...",
+                        help="CUDA device ids (as CUDA_VISIBLE_DEVICES names them) to spread the models over "
+                             "(default: every visible GPU; none on a CPU machine; '' for none)")
+    parser.add_argument("--devices-per-model", type=int, default=1, metavar="G",
+                        help="GPUs per model: vLLM's tensor-parallel size (default 1: one model per GPU)")
     parser.add_argument("--out", required=True, metavar="DIR")
     args = parser.parse_args(argv)
     try:
         args.models = _model_specs(args.model)
-        args.k = {**paper.DEFAULT_K, **_k_specs(args.k)}
+        given_k = _k_specs(args.k)
         args.rows = _read_rows(args.data)
+        unknown = sorted(set(given_k) - set(args.rows))
+        if unknown:
+            raise ValueError(f"--k names benchmark(s) {', '.join(unknown)} that the data does not hold; its "
+                             f"benchmarks (data_source) are {', '.join(sorted(args.rows))}")
+        args.k = {**paper.DEFAULT_K, **given_k}
         missing = sorted(set(args.rows) - set(args.k))
         if missing:
             raise ValueError(f"no k for benchmark(s) {missing}: add them to --k, e.g. --k {missing[0]}=4")
@@ -74,6 +103,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ValueError("--backend vllm needs vLLM (pip install -r verl/requirements-gpu.txt); "
                              "on a CPU use --backend hf")
+        if args.backend == "hf" and args.devices_per_model != 1:
+            raise ValueError("--devices-per-model > 1 splits a model with vLLM's tensor parallelism: use "
+                             "--backend vllm, or 1 with the hf backend")
+        devices = visible_devices() if args.devices is None else visible_devices(cuda_visible=args.devices)
+        args.groups = device_groups(devices, args.devices_per_model)
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -91,7 +125,7 @@ def _model_specs(specs: list[str]) -> dict[str, str]:
         local = Path(path).expanduser()
         if local.is_dir():
             models[name] = str(local)
-        elif _HUB_ID.fullmatch(path) and not local.exists():
+        elif HUB_ID.fullmatch(path) and not local.exists():
             models[name] = path
         else:
             raise ValueError(f"--model {name}: {path} is not a directory (nor a Hub id such as Qwen/Qwen3-1.7B)")
@@ -150,27 +184,47 @@ def _generation_max_new_tokens(model: str) -> int | None:
     return json.loads(path.read_text()).get("max_new_tokens") if path.is_file() else None
 
 
-def evaluate_model(name: str, model_dir: str, args: argparse.Namespace, sampling: Sampling) -> dict[str, dict]:
-    """Sample, score and summarise one model on every benchmark: {BENCHMARK: benchmark_result(...)}."""
-    benchmarks = list(args.rows)
-    requests = [Request(row["messages"], args.k[b]) for b in benchmarks for row in args.rows[b]]
-    progress = Progress(f"{name}", len(requests))
-    backend = importlib.import_module(f"pion_rl.evaluate.{args.backend}")
-    if args.backend == "vllm":
-        # One process per model: vLLM frees the GPU only when its process ends.
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            responses = pool.apply(backend.generate, (model_dir, requests, sampling, progress))
-    else:
-        responses = backend.generate(model_dir, requests, sampling, progress)
-    out, position = {}, 0
-    for b in benchmarks:
+def generate_all(args: argparse.Namespace, model_dirs: dict[str, str], requests: list[Request],
+                 samplings: dict[str, Sampling]) -> list[JobResult]:
+    """Every model's responses to ``requests``, as the jobs :mod:`.schedule` plans over ``args.groups``.
+
+    On a CPU machine the hf backend runs in this process, one model after another; otherwise each job is a
+    worker process on its device group (vLLM frees a GPU only when its process ends).
+    """
+    jobs = plan_jobs(list(model_dirs), len(requests), len(args.groups))
+
+    def spec_of(job, group):
+        part = f" part {job.part}/{job.parts}" if job.parts > 1 else ""
+        label = f"{job.model}{part}" + (f" on GPU {','.join(group)}" if group else "")
+        return worker.job_spec(args.backend, model_dirs[job.model], label, [requests[i] for i in job.indices],
+                               samplings[job.model], max(1, len(group)))
+
+    if args.backend == "hf" and args.groups == [()]:
+        results, origin = [], time.perf_counter()
+        for job in jobs:
+            started = time.perf_counter()
+            responses = worker.generate(spec_of(job, ()))
+            results.append(JobResult(job, (), responses, started - origin, time.perf_counter() - started))
+        return results
+    with tempfile.TemporaryDirectory(prefix="pion-rl-evaluate-") as workdir:
+        return run_jobs(jobs, args.groups, worker_launcher(spec_of, workdir))
+
+
+def score(args: argparse.Namespace, responses: list[list[str]]) -> tuple[dict[str, dict], list[dict]]:
+    """One model's ``{BENCHMARK: benchmark_result(...)}`` and its records for responses.jsonl.gz (per problem:
+    benchmark, problem number, prompt, ground truth, every sample's text and score)."""
+    out, records, position = {}, [], 0
+    for b in args.rows:
         scores = []
-        for row in args.rows[b]:
-            scores.append([compute_score(b, text, row["ground_truth"], mode=args.mode)["score"]
-                           for text in responses[position]])
+        for number, row in enumerate(args.rows[b]):
+            texts = responses[position]
+            scores.append([compute_score(b, text, row["ground_truth"], mode=args.mode)["score"] for text in texts])
+            records.append({"benchmark": b, "problem": number, "prompt": row["messages"],
+                            "ground_truth": row["ground_truth"],
+                            "samples": [{"text": t, "score": float(v)} for t, v in zip(texts, scores[-1])]})
             position += 1
         out[b] = benchmark_result(scores)
-    return out
+    return out, records
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             found = path if not Path(path).is_dir() else str(config_dir(path))
             config = model_config(found)
         except (OSError, ValueError) as error:
-            print(f"pion_rl.evaluate: error: --model {name}: {error}", file=sys.stderr)
+            print(f"{PROG}: error: --model {name}: {_one_line(error)}", file=sys.stderr)
             return 2
         base = paper.base_model_of(config)
         bases[name] = base.label if base else None
@@ -198,11 +252,33 @@ def main(argv: list[str] | None = None) -> int:
         "k": {b: args.k[b] for b in args.rows}, "data": [str(Path(f).expanduser()) for f in args.data],
         "models": args.models, "model_dirs": model_dirs, "base_models": bases,
     }
-    models = {}
-    for name, model_dir in model_dirs.items():
-        sampling = Sampling(args.temperature, args.top_p, lengths[name], args.seed)
-        models[name] = evaluate_model(name, model_dir, args, sampling)
-    json_path, table_path = write_results(out, settings, models)
-    print(table_path.read_text())
-    print(f"wrote {json_path} and {table_path}", file=sys.stderr)
+    requests = [Request(row["messages"], args.k[b], index)
+                for index, (b, row) in enumerate((b, row) for b in args.rows for row in args.rows[b])]
+    samplings = {name: Sampling(args.temperature, args.top_p, lengths[name], args.seed) for name in model_dirs}
+    started = time.perf_counter()
+    try:
+        results = generate_all(args, model_dirs, requests, samplings)
+    except RuntimeError as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    wall_s = time.perf_counter() - started
+    responses = {name: [None] * len(requests) for name in model_dirs}
+    for result in results:
+        for index, texts in zip(result.job.indices, result.responses):
+            responses[result.job.model][index] = texts
+    settings["timing"] = {
+        "generation_wall_s": wall_s, "device_groups": [",".join(g) for g in args.groups if g],
+        "jobs": [{"model": r.job.model, "part": r.job.part, "parts": r.job.parts, "devices": ",".join(r.devices),
+                  "problems": len(r.job.indices), "start_s": r.start_s, "seconds": r.seconds} for r in results],
+    }
+    models, records = {}, []
+    for name in model_dirs:
+        models[name], model_records = score(args, responses[name])
+        records += [{"model": name, **record} for record in model_records]
+    paths = write_results(out, settings, models, records)
+    print(paths[-1].read_text())
+    where = (f"{len(args.groups)} device group(s) ({'; '.join(settings['timing']['device_groups'])})"
+             if args.groups != [()] else "this machine")
+    print(f"generated {len(results)} job(s) for {len(model_dirs)} model(s) on {where} in {wall_s:.0f} s; wrote "
+          + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 class Request:
     messages: list[dict]  # the row's chat prompt, e.g. [{"role": "user", "content": "..."}]
     n: int  # samples to draw
+    index: int = 0  # position in the whole evaluation: seeds its samples, whichever job draws them
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ def generate(model_path: str, requests: list[Request], sampling: Sampling, progr
 
     Responses stop at the tokenizer's eos or after ``sampling.max_new_tokens`` tokens, whichever comes first,
     and never run past the model's context (``max_position_embeddings``). Batches hold requests with the
-    same ``n``; each batch is seeded with ``sampling.seed`` plus the index of its first request.
+    same ``n``; each batch is seeded with ``sampling.seed`` plus its first request's ``index``.
     """
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -34,7 +34,7 @@ def generate(model_path: str, requests: list[Request], sampling: Sampling, progr
             encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
                                 padding_side="left", add_special_tokens=False).to(device)
             prompt_length = encoded["input_ids"].shape[1]
-            torch.manual_seed(sampling.seed + batch[0])
+            torch.manual_seed(sampling.seed + requests[batch[0]].index)
             with torch.no_grad():
                 output = model.generate(
                     **encoded,

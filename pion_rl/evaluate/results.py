@@ -1,16 +1,23 @@
-"""The evaluation's files: ``results.json`` (every sample's score) and ``table.md`` (Table 3 layout).
+"""The evaluation's files: ``results.json`` (every sample's score), ``responses.jsonl.gz`` (every sample's
+text beside its score) and ``table.md`` (Table 3 layout).
 
 results.json::
 
-    {"settings": {...},
+    {"settings": {..., "timing": {"generation_wall_s": float, "device_groups": [...], "jobs": [...]}},
      "models": {NAME: {BENCHMARK: {"avg": float, "se": float | null, "k": int, "n_problems": int,
                                    "scores": [[score of sample j of problem i, ...], ...]}}}}
 
-``table.md`` is rendered from that content alone, so it can be rebuilt from a results.json.
+responses.jsonl.gz, one line per model and problem (gzip: ``zcat responses.jsonl.gz | head -1`` shows one)::
+
+    {"model": NAME, "benchmark": str, "problem": i, "prompt": [chat messages], "ground_truth": str,
+     "samples": [{"text": str, "score": float}, ...]}
+
+``table.md`` is rendered from results.json's content alone, so it can be rebuilt from a results.json.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from itertools import combinations
@@ -20,6 +27,7 @@ from .paper import BASE_MODELS, BENCHMARKS, HEADERS
 from .stats import avg_at_k, paired_bootstrap, standard_error
 
 RESULTS_FILE = "results.json"
+RESPONSES_FILE = "responses.jsonl.gz"
 TABLE_FILE = "table.md"
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -31,15 +39,19 @@ def benchmark_result(scores: list[list[float]]) -> dict:
             "scores": [[float(s) for s in row] for row in scores]}
 
 
-def write_results(out_dir: str | Path, settings: dict, models: dict[str, dict[str, dict]]) -> tuple[Path, Path]:
-    """Write ``results.json`` and ``table.md`` under ``out_dir``; returns their paths."""
+def write_results(out_dir: str | Path, settings: dict, models: dict[str, dict[str, dict]],
+                  responses: list[dict]) -> tuple[Path, Path, Path]:
+    """Write ``results.json``, ``responses.jsonl.gz`` (``responses``: its lines, as the module docstring
+    shows) and ``table.md`` under ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {"settings": settings, "models": models}
-    json_path, table_path = out / RESULTS_FILE, out / TABLE_FILE
+    json_path, responses_path, table_path = out / RESULTS_FILE, out / RESPONSES_FILE, out / TABLE_FILE
     json_path.write_text(json.dumps(results, indent=1) + "\n")
+    with gzip.open(responses_path, "wt", encoding="utf-8") as stream:
+        stream.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in responses)
     table_path.write_text(render_table(results))
-    return json_path, table_path
+    return json_path, responses_path, table_path
 
 
 def read_results(path: str | Path) -> dict:
@@ -97,7 +109,15 @@ def _settings_line(settings: dict) -> str:
         lengths = ", ".join(f"{name} {n}" for name, n in lengths.items())
     if lengths is not None:
         parts.append(f"max_new_tokens {lengths}")
-    return "Settings: " + ", ".join(parts) + ". Every sample's score is in results.json."
+    line = ("Settings: " + ", ".join(parts) + f". Every sample's score is in {RESULTS_FILE}, its text beside it "
+            f"in {RESPONSES_FILE}.")
+    timing = settings.get("timing")
+    if timing:
+        groups = timing["device_groups"]
+        where = f"on {len(groups)} device group(s) ({'; '.join(groups)})" if groups else "without device groups"
+        line += (f" Generation: {len(timing['jobs'])} job(s) {where}, {timing['generation_wall_s']:.0f} s wall "
+                 "time (model loading included).")
+    return line
 
 
 def _paper_rows(base_models: dict[str, str | None], names: list[str], columns: list[str]) -> list[str]:

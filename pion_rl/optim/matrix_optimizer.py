@@ -90,8 +90,9 @@ class MatrixOptimizer(torch.optim.Optimizer):
     hold anything and are updated by decoupled AdamW with bias correction (options ``adamw_betas``,
     ``adamw_eps``, ``adamw_weight_decay``, ``adamw_eps_form``: :data:`pion_rl.optim.adamw_math.EPS_FORMS`).
 
-    ``params`` may be tensors, group dicts, or ``(name, tensor)`` pairs such as ``model.named_parameters()``;
-    named parameters are routed by :func:`pion_rl.optim.param_groups` (``head_dim`` is passed on).
+    ``params`` may be a module, tensors, group dicts, or ``(name, tensor)`` pairs such as
+    ``model.named_parameters()``; a module and named parameters are routed by :func:`pion_rl.optim.param_groups`
+    (``head_dim`` is passed on; a module's own config gives it when None).
 
     Distributed layouts: FSDP2 DTensor parameters are handled from their mesh; plain tensors replicated over a
     process group (DDP) need ``process_group``. Each matrix then has one owner rank, the only one holding its
@@ -103,11 +104,14 @@ class MatrixOptimizer(torch.optim.Optimizer):
     numeric_options: dict[str, Number] = {}
 
     def __init__(self, params, defaults: dict[str, Any], *, head_dim: int | None = None, process_group=None):
-        params = list(params)
-        if _is_named(params):
+        if isinstance(params, torch.nn.Module):
             params = param_groups(params, optimizer=self.algorithm, head_dim=head_dim)
-        elif head_dim is not None:
-            raise ValueError("head_dim needs named parameters (pass model.named_parameters())")
+        else:
+            params = list(params)
+            if _is_named(params):
+                params = param_groups(params, optimizer=self.algorithm, head_dim=head_dim)
+            elif head_dim is not None:
+                raise ValueError("head_dim needs named parameters (pass the model or model.named_parameters())")
         self._owners: dict[Tensor, int] | None = None
         super().__init__(params, dict(defaults, algorithm=self.algorithm))
         self._exchange = make_exchange([p for g in self.param_groups for p in g["params"]], process_group)

@@ -6,6 +6,7 @@ heads (they are lookup tables / readouts, not linear maps between hidden states)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,20 @@ FUSED_QKV_NAMES = ("qkv_proj", "query_key_value", "c_attn", "Wqkv")
 FUSED_GATE_UP_NAMES = ("gate_up_proj",)
 MATRIX_OPTIMIZERS = ("pion", "muon")
 OPTIMIZERS = MATRIX_OPTIMIZERS + ("adamw",)
+
+
+class WholeMatrixAttentionWarning(UserWarning):
+    """Pion got q/k/v projections but no head size, so it rotates each as one whole matrix, not per head."""
+
+
+def attention_head_size(config: Any) -> int | None:
+    """Rows per attention head of a Hugging Face model config: ``head_dim`` (Qwen3 declares it), else
+    ``hidden_size // num_attention_heads``; None when the config has neither."""
+    head_dim = getattr(config, "head_dim", None)
+    if head_dim:
+        return int(head_dim)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    return hidden // heads if hidden and heads else None
 
 
 def _module_of(name: str) -> str:
@@ -82,7 +97,9 @@ def param_groups(
         model_or_named_params: a module, or ``(name, tensor)`` pairs. Frozen tensors are left out.
         optimizer: "pion", "muon" or "adamw".
         lr: written into every group when given.
-        head_dim: rows per attention head; q/k/v (and fused qkv) get ``row_block=head_dim`` under Pion.
+        head_dim: rows per attention head; q/k/v (and fused qkv) get ``row_block=head_dim`` under Pion. None:
+            read from a module's ``config`` (:func:`attention_head_size`); named pairs carry no config, so
+            Pion then updates q/k/v as whole matrices and a :class:`WholeMatrixAttentionWarning` names them.
         overrides: further group options, copied into every group (e.g. ``variant="msign"``).
     Returns:
         A list of dicts with ``params``, ``param_names``, ``algorithm`` (matrix optimizers) and the options.
@@ -90,6 +107,8 @@ def param_groups(
     optimizer = optimizer.lower()
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
+    if head_dim is None and isinstance(model_or_named_params, nn.Module):
+        head_dim = attention_head_size(getattr(model_or_named_params, "config", None))
     named, embedding_modules = _named(model_or_named_params)
     named = [(n, p) for n, p in named if p.requires_grad]
     options = dict(overrides, **({} if lr is None else {"lr": lr}))
@@ -106,4 +125,11 @@ def param_groups(
         })
         group["params"].append(tensor)
         group["param_names"].append(name)
+    whole = [n for (algorithm, block), g in groups.items() if algorithm == "pion" and block is None
+             for n in g["param_names"] if _module_of(n).rsplit(".", 1)[-1] in PER_HEAD_NAMES + FUSED_QKV_NAMES]
+    if whole:
+        warnings.warn(
+            f"Pion updates {len(whole)} attention projection(s) as whole matrices, not per head, because no "
+            f"head_dim was given: {', '.join(whole)}. Pass the model itself (Pion(model, ...) reads the head size "
+            f"from model.config) or head_dim=<rows per head>", WholeMatrixAttentionWarning, stacklevel=2)
     return list(groups.values())

@@ -16,8 +16,9 @@ class Pion(MatrixOptimizer):
     """Pion for 2-D matrices, with an AdamW fallback for everything else (see ``pion_rl/optim/ALGORITHM.md``).
 
     Args:
-        params: tensors, param-group dicts (``algorithm`` ``"pion"`` or ``"adamw"``), or ``(name, tensor)``
-            pairs, which are routed by name (embeddings, lm_head, norms, biases to AdamW).
+        params: a module (``Pion(model, ...)``), tensors, param-group dicts (``algorithm`` ``"pion"`` or
+            ``"adamw"``), or ``(name, tensor)`` pairs; a module and pairs are routed by name (embeddings,
+            lm_head, norms, biases to AdamW).
         lr: learning rate; under ``scaling="rms"`` the first-order change of each matrix has RMS ``lr * rms_scale``.
         variant: ``"lie_lie"`` (momentum in the Lie algebra), ``"transported_ambient_ambient"`` or ``"msign"``.
         update_side: ``"both"``, ``"alternate"`` (odd steps right, even steps left), ``"left"``/``"out"``,
@@ -40,7 +41,9 @@ class Pion(MatrixOptimizer):
             is exactly what Pion is built not to do.
         adamw_betas, adamw_eps, adamw_weight_decay, adamw_eps_form: the AdamW fallback's options
             (``adamw_eps_form``: where eps enters, :data:`pion_rl.optim.adamw_math.EPS_FORMS`).
-        head_dim: with named params, q/k/v get ``row_block=head_dim``.
+        head_dim: with a module or named params, q/k/v get ``row_block=head_dim``; None reads it from a
+            module's ``config`` (``head_dim``, else ``hidden_size // num_attention_heads``). Named params
+            without it update q/k/v as whole matrices, with a warning naming them.
         process_group: for plain tensors replicated over ranks (DDP): each matrix is then updated on one owner
             rank, which alone keeps its state, and the result is sent to all. FSDP2 DTensor parameters need
             nothing: their mesh is used.

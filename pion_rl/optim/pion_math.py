@@ -161,8 +161,9 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         step: this parameter's step number, counting from 1 (selects the side under ``alternate``).
     Returns:
         ``{"step_size": (B,), "generator_norm": (B,)}`` in the compute dtype: the step applied to each block
-        (the RMS-scaled alpha, ``lr``, or ``lr * msign_lambda``; positive, the descent sign excluded) and the
-        Frobenius norm of the applied generator ``alpha * A`` (for two sides, the mean of their norms).
+        (the RMS-scaled alpha, ``lr``, or ``lr * msign_lambda``; positive, the descent sign excluded; 0 where
+        the generator is 0, which applies no rotation) and the Frobenius norm of the applied generator
+        ``alpha * A`` (for two sides, the mean of their norms).
     """
     blocks, compute = w.shape[0], w.dtype
     if blocks == 1:  # one matrix: 2-D GEMMs (CPU's batched kernels copy a transposed operand first)
@@ -228,6 +229,7 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         if carried is not None:
             rotate_left(carried, a_out, scale, s.exp_map, s.degree, out=carried)
 
-    norms = [torch.linalg.matrix_norm(a, dtype=compute) for a in (a_in, a_out) if a is not None]
-    step_size = step_size.reshape(blocks)
-    return {"step_size": step_size, "generator_norm": step_size * torch.stack(norms).mean(0)}
+    norm = torch.stack([torch.linalg.matrix_norm(a, dtype=compute) for a in (a_in, a_out) if a is not None]).mean(0)
+    # A zero generator rotates by nothing, whatever alpha is (the RMS scale over a zero norm is about 1e7).
+    step_size = torch.where(norm > 0, step_size.reshape(blocks), 0.0)
+    return {"step_size": step_size, "generator_norm": step_size * norm}

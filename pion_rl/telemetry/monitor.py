@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pion_rl.optim.param_groups import param_groups
+from pion_rl.optim.param_groups import WholeMatrixAttentionWarning, param_groups
 from pion_rl.optim.sharding import local_tensor, make_exchange
 
 from .spectra import relative_sv_change, svd_cost, unit_singular_values, unit_square_norms
@@ -54,14 +54,16 @@ class OptimizerTelemetry:
         optimizer state on the fullest rank, GB (1e9 bytes); ``optim/telemetry_s``: wall time of this
         telemetry's own work around the step (this rank's, reductions included), so its cost is on record.
       - Pion only: ``optim/pion/step_size`` and ``optim/pion/generator_norm``, means over units of the
-        applied step and of the Frobenius norm of the applied generator.
+        applied step (0 for a unit whose generator is 0: no rotation) and of the Frobenius norm of the
+        applied generator.
     ``W_0`` is the weights before the first step this object saw; it is saved in ``optimizer.state_dict()``
     (key ``"telemetry"``), so a resumed run keeps measuring against the original.
 
     Args:
         optimizer: a torch optimizer updating (at least) the tensors of ``named_params``.
         named_params: a module or ``(name, tensor)`` pairs such as ``model.named_parameters()``.
-        head_dim: rows per attention head; q/k/v units are heads (None: whole matrices).
+        head_dim: rows per attention head; q/k/v units are heads (None: read from a module's config, else
+            whole matrices).
         spectrum_every: singular values every this many steps (0: never; no SVD and no gather at all).
         process_group: for plain tensors replicated over ranks (DDP), as the optimizers take it.
     """
@@ -78,7 +80,9 @@ class OptimizerTelemetry:
         if isinstance(spectrum_every, bool) or not isinstance(spectrum_every, int) or spectrum_every < 0:
             raise ValueError(f"telemetry: spectrum_every must be an int >= 0 (0 turns singular values off), "
                              f"got {spectrum_every!r}")
-        groups = param_groups(named_params, optimizer="pion", head_dim=head_dim)
+        with warnings.catch_warnings():  # whole-matrix units without a head size are this class's documented choice
+            warnings.simplefilter("ignore", WholeMatrixAttentionWarning)
+            groups = param_groups(named_params, optimizer="pion", head_dim=head_dim)
         self.matrices = [(name, p, g.get("row_block") or p.shape[0])
                          for g in groups if g["algorithm"] == "pion" for name, p in zip(g["param_names"], g["params"])]
         self.others = [(name, p) for g in groups if g["algorithm"] == "adamw"

@@ -65,17 +65,17 @@ def check_optimizer_config(optim_config: Any, strategy: str) -> None:
 
 
 def attention_head_dim(hf_config: Any) -> int:
-    """Rows per attention head of a HuggingFace text model config (``head_dim``, else hidden / heads)."""
-    head_dim = getattr(hf_config, "head_dim", None)
-    if head_dim:
-        return int(head_dim)
-    hidden, heads = getattr(hf_config, "hidden_size", None), getattr(hf_config, "num_attention_heads", None)
-    if not (hidden and heads):
+    """Rows per attention head of a HuggingFace text model config (``head_dim``, else hidden / heads); a
+    config with neither is an error saying which override sets it."""
+    from pion_rl.optim.param_groups import attention_head_size
+
+    head_dim = attention_head_size(hf_config)
+    if head_dim is None:
         raise ValueError(
             f"cannot read the attention head size from {type(hf_config).__name__}; set it with "
             f"+actor_rollout_ref.actor.optim.override_optimizer_config.head_dim=<rows per head>"
         )
-    return hidden // heads
+    return head_dim
 
 
 def with_head_dim(optim_config: Any, hf_config: Any) -> Any:

@@ -3,8 +3,10 @@
     python -m pion_rl.verl_plugin.preflight --n-gpus 8 --train FILE [--val FILE ...]
 
 Checks verl 0.9.1 (the real package, not the checkout's ``verl/`` docs folder), verl's GPU-only dependencies,
-the number of CUDA devices, the data files, that pion-rl imports outside this checkout (Ray workers import
-the optimizer, engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode. Exit status 0 when all is there, else 1 with the lines on stderr.
+the number of CUDA devices, the data files, the model (``--model``: a local directory, or a Hub id that is
+cached or can be downloaded), that pion-rl imports outside this checkout (Ray workers import the optimizer,
+engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode. Exit status 0 when
+all is there, else 1 with the lines on stderr.
 Standard library only at import time: it must run under any interpreter, including one without verl.
 """
 
@@ -14,6 +16,7 @@ import argparse
 import importlib.util
 import netrc
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +29,8 @@ GPU_MODULES = {
     "transfer_queue": "pip install -r {repo}/verl/requirements-gpu.txt",
     "flash_attn": "pip install --no-build-isolation flash-attn==2.8.3",
 }
+#: A Hugging Face Hub model id, ``org/name``.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def find_module(name: str) -> bool:
@@ -60,6 +65,45 @@ def pion_rl_outside_checkout() -> bool:
     return result.returncode == 0
 
 
+def hub_offline() -> bool:
+    """True if Hugging Face libraries will not download (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set
+    true, as huggingface_hub reads them)."""
+    return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cached(model_id: str) -> bool | None:
+    """True if the Hugging Face cache holds ``model_id``'s config.json; None if huggingface_hub does not import
+    (then verl is missing too, which is reported on its own)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+
+
+def model_problem(model: str, cached: Callable[[str], bool | None] = hub_cached) -> str | None:
+    """Why ``model`` (a local directory or a Hub id) cannot be loaded on this machine, with what to do; or None.
+
+    A Hub id is fine when cached, or when downloads are allowed (verl's workers fetch it); while offline
+    (:func:`hub_offline`) it must be in the cache.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return None
+        return (f"model {model} is a directory without config.json, not a Hugging Face model: set MODEL_PATH to a "
+                f"model directory (config.json, weights, tokenizer) or a Hub id such as Qwen/Qwen3-1.7B")
+    if path.exists() or not HUB_ID.fullmatch(model) or model.startswith((".", "~")):
+        return (f"model {model} is not a directory on this machine (nor a Hub id such as Qwen/Qwen3-1.7B): set "
+                f"MODEL_PATH to the model's directory, or to its Hub id to download it")
+    if hub_offline() and cached(model) is False:
+        return (f"model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE forbids downloading it: "
+                f"run `hf download {model}` where the Hub is reachable (same HF_HOME), or set MODEL_PATH to a "
+                f"local copy")
+    return None
+
+
 def wandb_can_log() -> bool:
     """True if wandb will log without asking for a key: offline or disabled mode, ``WANDB_API_KEY``, or the
     ``~/.netrc`` entry that ``wandb login`` writes. Without one, ``wandb.init`` fails inside the trainer after
@@ -83,9 +127,11 @@ def missing_pieces(
     python: str = sys.executable,
     wandb: bool = False,
     wandb_ready: Callable[[], bool] = wandb_can_log,
+    model: str | None = None,
+    model_cached: Callable[[str], bool | None] = hub_cached,
 ) -> list[str]:
     """One line per missing piece, each naming what is missing and the command that fixes it (``wandb``: the
-    run logs to wandb, so it needs credentials or an offline mode)."""
+    run logs to wandb, so it needs credentials or an offline mode; ``model``: the model the run trains)."""
     problems = []
     if not find("verl.trainer.main_ppo"):
         found = "import verl finds only the checkout's verl/ docs folder" if find("verl") else "no verl at all"
@@ -107,6 +153,8 @@ def missing_pieces(
             path = Path(file).expanduser()
             problems.append(f"validation set {file} is missing: {python} {REPO_ROOT}/data_prep/eval_sets.py "
                             f"--out {path.parent} --names {path.stem}")
+    if model is not None and (problem := model_problem(model, model_cached)):
+        problems.append(problem)
     if not pion_rl_importable():
         problems.append(f"pion-rl does not import outside this checkout, so Ray workers cannot load it: "
                         f"{python} -m pip install -e {REPO_ROOT}")
@@ -122,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", nargs="*", default=[], help="training parquet files")
     parser.add_argument("--val", nargs="*", default=[], help="validation parquet files")
     parser.add_argument("--wandb", action="store_true", help="the run logs to wandb: check its credentials")
+    parser.add_argument("--model", default=None, help="the model the run trains: a local directory or a Hub id")
     args = parser.parse_args(argv)
-    problems = missing_pieces(args.n_gpus, args.train, args.val, wandb=args.wandb)
+    problems = missing_pieces(args.n_gpus, args.train, args.val, wandb=args.wandb, model=args.model)
     for line in problems:
         print(f"preflight: {line}", file=sys.stderr)
     return 1 if problems else 0

@@ -5,16 +5,20 @@ carries the strategy and whose ``optim`` is the ``FSDPOptimizerConfig`` the engi
 the reward loop loads ``reward.custom_reward_function`` and calls it with ``reward_kwargs``. Here the same
 steps run on a few stand-in parameters (an embedding, a q_proj of the model's heads, an MLP matrix, a norm)
 instead of the model, and pion-rl's reward checks its options instead of scoring. No GPU, model weights or
-data: the model's attention head size comes from its config when that is on this machine.
+data: the model's attention head size comes from its config when that is on this machine, and a model that a
+run could not load (a missing directory; an uncached Hub id while offline) is an error, as in the preflight.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
+
+from pion_rl.optim.param_groups import WholeMatrixAttentionWarning
 
 #: Columns of the stand-in matrices: their routing and options are what is checked, not their size.
 _STAND_IN_WIDTH = 8
@@ -36,11 +40,15 @@ def _build_actor_optimizer(config: Any) -> None:
 
     from .optimizer_config import (attention_head_dim, check_optimizer_config, uses_pion_rl, with_head_dim,
                                    without_telemetry)
+    from .preflight import model_problem
 
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # as ActorRolloutRefWorker.init_model does
     optim = actor.optim
     # NamedParamsFSDPEngine.__init__ checks against the engine's strategy, which verl copies from actor.strategy.
     check_optimizer_config(optim, actor.engine.strategy)
+    problem = model_problem(str(config.actor_rollout_ref.model.path))  # the preflight's rule, as a real run meets it
+    if problem:
+        raise ValueError(problem)
     hf_config = _local_model_config(config.actor_rollout_ref.model)
     if uses_pion_rl(optim):
         optim = without_telemetry(optim)  # the engine takes the plugin's telemetry entry out, then builds
@@ -58,7 +66,9 @@ def _build_actor_optimizer(config: Any) -> None:
             pass  # not an attention model's config; the stand-in's rows stay
     named = _stand_in_parameters(q_rows)
     # The engine passes names only to pion_rl.optim; every other optimizer gets plain parameters, as in verl.
-    build_optimizer(named if uses_pion_rl(optim) else [p for _, p in named], optim)
+    with warnings.catch_warnings():  # without the model's config the note above already says q/k/v are unchecked
+        warnings.simplefilter("ignore", WholeMatrixAttentionWarning)
+        build_optimizer(named if uses_pion_rl(optim) else [p for _, p in named], optim)
 
 
 def _stand_in_parameters(q_rows: int) -> list[tuple[str, nn.Parameter]]:
