@@ -26,6 +26,8 @@ GPU_MODULES = {
     "transfer_queue": "pip install -r {repo}/verl/requirements-gpu.txt",
     "flash_attn": "pip install --no-build-isolation flash-attn==2.8.3",
 }
+# What verl's trainer imports on the CPU path (VERL_PLATFORM=cpu) beyond verl's own requirements.
+CPU_MODULES = ("transfer_queue", "zmq", "msgspec", "cachetools", "uvicorn", "fastapi", "einops")
 
 
 def find_module(name: str) -> bool:
@@ -83,18 +85,24 @@ def missing_pieces(
     python: str = sys.executable,
     wandb: bool = False,
     wandb_ready: Callable[[], bool] = wandb_can_log,
+    cpu: bool = False,
 ) -> list[str]:
     """One line per missing piece, each naming what is missing and the command that fixes it (``wandb``: the
-    run logs to wandb, so it needs credentials or an offline mode)."""
+    run logs to wandb, so it needs credentials or an offline mode; ``cpu``: the run is verl's trainer on the
+    CPU platform, so it needs the CPU extra instead of the GPU stack and devices)."""
     problems = []
     if not find("verl.trainer.main_ppo"):
         found = "import verl finds only the checkout's verl/ docs folder" if find("verl") else "no verl at all"
         problems.append(f"verl 0.9.1 is not installed for {python} ({found}): "
                         f"{python} -m pip install -r {REPO_ROOT}/verl/requirements-gpu.txt")
-    for module, fix in GPU_MODULES.items():
+    for module, fix in ({} if cpu else GPU_MODULES).items():
         if not find(module):
             problems.append(f"verl's GPU stack lacks {module}: {python} -m {fix.format(repo=REPO_ROOT)}")
-    devices = cuda_devices()
+    for module in CPU_MODULES if cpu else ():
+        if not find(module):
+            problems.append(f"verl's trainer on CPU imports {module}, which is missing: "
+                            f"{python} -m pip install -e '{REPO_ROOT}[cpu]'")
+    devices = None if cpu else cuda_devices()
     if devices is not None and devices < n_gpus:
         problems.append(f"{devices} CUDA device(s) visible, the run needs N_GPUS={n_gpus}: run on a node with "
                         f"{n_gpus} GPUs, or set N_GPUS to this node's count (nvidia-smi -L lists them)")
@@ -122,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", nargs="*", default=[], help="training parquet files")
     parser.add_argument("--val", nargs="*", default=[], help="validation parquet files")
     parser.add_argument("--wandb", action="store_true", help="the run logs to wandb: check its credentials")
+    parser.add_argument("--cpu", action="store_true", help="verl's CPU platform: no GPU stack or devices")
     args = parser.parse_args(argv)
-    problems = missing_pieces(args.n_gpus, args.train, args.val, wandb=args.wandb)
+    problems = missing_pieces(args.n_gpus, args.train, args.val, wandb=args.wandb, cpu=args.cpu)
     for line in problems:
         print(f"preflight: {line}", file=sys.stderr)
     return 1 if problems else 0

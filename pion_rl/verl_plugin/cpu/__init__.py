@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 
-from verl.workers.rollout import base as _rollout_base
-from verl.workers.rollout.replica import RolloutReplicaRegistry
+from . import platform  # first: verl modules imported below may read the platform
 
-from . import platform
+from verl.workers.rollout import base as _rollout_base  # noqa: E402, I001
+from verl.workers.rollout.replica import RolloutReplicaRegistry  # noqa: E402
+
 from .patches import PatchTargetChanged, apply_patches
 
 ROLLOUT_NAME = "hf"
@@ -38,8 +39,8 @@ def _register_rollout() -> None:
     if not isinstance(table, dict) or ("vllm", "async") not in table:
         raise PatchTargetChanged(
             "pion_rl.verl_plugin.cpu patch 'rollout-table' cannot apply: verl.workers.rollout.base has no "
-            "_ROLLOUT_REGISTRY dict keyed (name, mode); this verl is not the one the CPU platform was written for "
-            "(verl 0.9.1), run on a GPU machine or update pion_rl/verl_plugin/cpu/__init__.py")
+            "_ROLLOUT_REGISTRY dict keyed (name, mode); pion-rl's CPU path is written for verl 0.9.1 "
+            "(`make setup` installs it with torch 2.13.0)")
     table[(ROLLOUT_NAME, "async")] = _ADAPTER
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
 

@@ -26,8 +26,8 @@ class PatchTargetChanged(RuntimeError):
 
 def _changed(patch: str, what: str) -> PatchTargetChanged:
     return PatchTargetChanged(
-        f"pion_rl.verl_plugin.cpu patch {patch!r} cannot apply: {what}; this verl/torch is not the one the CPU "
-        f"platform was written for (verl 0.9.1), run on a GPU machine or update pion_rl/verl_plugin/cpu/patches.py"
+        f"pion_rl.verl_plugin.cpu patch {patch!r} cannot apply: {what}; pion-rl's CPU path is written for "
+        f"verl 0.9.1 (`make setup` installs it with torch 2.13.0)"
     )
 
 
