@@ -79,8 +79,11 @@ def _step_metrics(output: str) -> dict[int, dict[str, float]]:
 
 
 def _number(text: str) -> float:
-    found = re.search(r"-?[\d.]+(?:e-?\d+)?", text)
-    return float(found.group()) if found else float("nan")
+    wrapped = re.fullmatch(r"np\.\w+\((.*)\)", text.strip())  # numpy scalars print as np.int32(2)
+    try:
+        return float(wrapped.group(1) if wrapped else text)
+    except ValueError:
+        return float("nan")
 
 
 def _shards(step_dir: Path) -> dict[str, object]:
@@ -100,10 +103,13 @@ def _assert_trained(metrics: dict[int, dict[str, float]], optimizer: str):
         assert "actor/optim/pion/generator_norm" in telemetry
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor  # DTensor shards
+
+
 def _equal(a, b) -> bool:
     if isinstance(a, torch.Tensor):
-        local = lambda t: t.to_local() if hasattr(t, "to_local") else t  # noqa: E731 - DTensor shards
-        return torch.equal(local(a), local(b))
+        return torch.equal(_local(a), _local(b))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
@@ -111,8 +117,14 @@ def _equal(a, b) -> bool:
     return a == b
 
 
+def _equal_structure(a, b) -> bool:
+    """Same keys, param groups and step counts: everything but the values of the moment tensors."""
+    return a.keys() == b.keys() and _equal(a["param_groups"], b["param_groups"]) and a["state"].keys() == \
+        b["state"].keys() and all(a["state"][i].keys() == b["state"][i].keys() for i in a["state"])
+
+
 def test_pion_trains_saves_and_resumes_to_the_weights_of_an_unbroken_run(inputs, tmp_path):
-    straight, output = main_ppo(inputs, "pion", tmp_path / "straight", 3)
+    straight, _ = main_ppo(inputs, "pion", tmp_path / "straight", 3)
     _assert_trained(straight, "pion")
     assert (tmp_path / "straight" / "global_step_2" / "actor" / "huggingface" / "model.safetensors").is_file()
     # A relaunch from step 2's checkpoint (into another directory) takes only step 3.
@@ -120,17 +132,35 @@ def test_pion_trains_saves_and_resumes_to_the_weights_of_an_unbroken_run(inputs,
                           f"trainer.resume_from_path={tmp_path / 'straight' / 'global_step_2'}")
     assert sorted(resumed) == [3]
     assert resumed[3]["critic/score/mean"] == straight[3]["critic/score/mean"]
+    before = _shards(tmp_path / "straight" / "global_step_2")
     a, b = _shards(tmp_path / "straight" / "global_step_3"), _shards(tmp_path / "resumed" / "global_step_3")
     assert sorted(a) == sorted(b) == [f"{kind}_world_size_2_rank_{r}.pt" for kind in ("model", "optim") for r in (0, 1)]
+    # Not bitwise equal (measured: step 3's update differs by up to 2% of its size, the moments by up to 3%;
+    # README "On a laptop"), but a resume that lost or reset anything (optimizer moments, step count, Pion's
+    # alternating side, the data or sampling position) changes step 3 by the order of the step itself.
     for name in a:
-        assert _equal(a[name], b[name]), name
+        if name.startswith("model"):
+            for key, weight in a[name].items():
+                step = _local(weight) - _local(before[name][key])
+                assert (_local(weight) - _local(b[name][key])).norm() <= 0.1 * step.norm(), (name, key)
+        else:
+            assert _equal_structure(a[name], b[name]), name
+            for index, state in a[name]["state"].items():
+                for key, value in state.items():
+                    other = b[name]["state"][index][key]
+                    if isinstance(value, torch.Tensor) and value.numel() > 1:
+                        assert (_local(value) - _local(other)).norm() <= 0.1 * _local(value).norm(), (index, key)
+                    else:
+                        assert _equal(value, other), (index, key)
 
 
-@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
-def test_muon_and_adamw_train_with_telemetry_and_save(inputs, tmp_path, optimizer):
-    metrics, _ = main_ppo(inputs, optimizer, tmp_path / "run", 2)
-    _assert_trained(metrics, optimizer)
+def test_adamw_trains_with_telemetry_saves_and_resumes(inputs, tmp_path):
+    metrics, _ = main_ppo(inputs, "adamw", tmp_path / "run", 2)
+    _assert_trained(metrics, "adamw")
     assert (tmp_path / "run" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    resumed, _ = main_ppo(inputs, "adamw", tmp_path / "run", 3)  # the same run directory: resume_mode=auto
+    assert sorted(resumed) == [3]
+    assert (tmp_path / "run" / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
 
 
 @pytest.mark.parametrize("target", ["gloo-backend", "unpinned-offload", "rollout-table"])
@@ -158,14 +188,19 @@ def test_patches_apply_only_on_the_cpu_platform():
     assert elsewhere.stdout.split() == ["False", "True"], elsewhere.stderr[-2000:]
 
 
-def test_run_smoke_trains_resumes_and_evaluates_on_cpu(tmp_path):
-    run = subprocess.run(["bash", str(SMOKE)], env=_env(SMOKE_DIR=str(tmp_path), OPTIMIZER="pion",
+def test_run_smoke_trains_muon_resumes_and_evaluates_on_cpu(inputs, tmp_path):
+    # As a user runs it, with no arguments; Muon, so the three optimizers each get a resumed launch here.
+    run = subprocess.run(["bash", str(SMOKE)], env=_env(SMOKE_DIR=str(tmp_path), OPTIMIZER="muon",
                                                         PYTHON=sys.executable, SMOKE_DEVICE=""),
                          capture_output=True, text=True, timeout=1500)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    metrics = _step_metrics(output)
+    _assert_trained(metrics, "muon")
+    assert sorted(metrics) == [1, 2, 3]  # the relaunch took step 3 only
     assert (tmp_path / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
     table = (tmp_path / "eval" / "table.md").read_text()
-    assert "pion" in table and "synthetic_arith" in table
+    assert "muon" in table and "synthetic_arith" in table
 
 
 def test_run_smoke_touches_no_earlier_result_when_a_check_fails(tmp_path):
@@ -183,3 +218,16 @@ def test_run_smoke_touches_no_earlier_result_when_a_check_fails(tmp_path):
     # It asks for the data it reads (training set, amc23 for validation and the evaluation), nothing else.
     missing = [line for line in run.stderr.splitlines() if "is missing" in line]
     assert len(missing) == 2 and "deepmath/train.parquet" in missing[0] and "amc23.parquet" in missing[1], missing
+
+
+def test_the_cpu_preflight_asks_for_the_cpu_extra_instead_of_the_gpu_stack(tmp_path):
+    from pion_rl.verl_plugin.preflight import missing_pieces
+
+    data = tmp_path / "train.parquet"
+    data.write_text("")
+    problems = missing_pieces(2, [str(data)], [], find=lambda module: module != "zmq",
+                              cuda_devices=lambda: 0, pion_rl_importable=lambda: True, python="py", cpu=True)
+    assert problems == [f"verl's trainer on CPU imports zmq, which is missing: py -m pip install -e '{REPO}[cpu]'"]
+    on_gpu = missing_pieces(2, [str(data)], [], find=lambda module: module != "zmq", cuda_devices=lambda: 0,
+                            pion_rl_importable=lambda: True, python="py")
+    assert len(on_gpu) == 1 and "0 CUDA device(s) visible" in on_gpu[0]

@@ -1,10 +1,12 @@
 """What a GPU recipe needs, checked before Ray starts: one line per missing piece, with the command that fixes it.
 
-    python -m pion_rl.verl_plugin.preflight --n-gpus 8 --train FILE [--val FILE ...]
+    python -m pion_rl.verl_plugin.preflight --n-gpus 8 --train FILE [--val FILE ...] [--wandb] [--cpu]
 
 Checks verl 0.9.1 (the real package, not the checkout's ``verl/`` docs folder), verl's GPU-only dependencies,
 the number of CUDA devices, the data files, that pion-rl imports outside this checkout (Ray workers import
-the optimizer, engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode. Exit status 0 when all is there, else 1 with the lines on stderr.
+the optimizer, engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode.
+With ``--cpu`` (verl's trainer on pion-rl's CPU platform) the packages of the CPU extra replace the GPU stack
+and the device count. Exit status 0 when all is there, else 1 with the lines on stderr.
 Standard library only at import time: it must run under any interpreter, including one without verl.
 """
 
