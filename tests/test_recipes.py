@@ -233,7 +233,7 @@ def test_checkpoint_section_is_verls_and_saves_the_hf_model(runs):
 
 
 def test_smoke_recipe_composes_a_tiny_run_that_saves_at_step_2(tmp_path):
-    run = _run("run_smoke.sh", OPTIMIZER="muon", SMOKE_DIR=str(tmp_path))
+    run = _run("run_smoke.sh", OPTIMIZER="muon", SMOKE_DIR=str(tmp_path), SMOKE_DEVICE="gpu")
     config = _composed(run)
     expected = {
         "actor_rollout_ref.model.path": "Qwen/Qwen3-0.6B", "actor_rollout_ref.actor.optim.optimizer": "Muon",

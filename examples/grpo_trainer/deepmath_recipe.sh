@@ -9,6 +9,10 @@
 #   PYTHON         interpreter with pion-rl and verl installed (default: the checkout's .venv that `make`
 #                  builds if there is one, else python3)
 #   DRY_RUN=1      print the fully composed config as YAML on stdout and exit: no Ray, GPU, data or model
+#   TRAIN_FILE     training parquet instead of $DATA_DIR/deepmath/train.parquet
+#   VAL_FILES      validation parquet files (space-separated) instead of the DEEPMATH_VAL_BENCHMARKS sets
+#   VERL_PLATFORM=cpu  verl's trainer on CPU (pion_rl.verl_plugin.cpu; run_smoke.sh sets it on a machine
+#                  with no GPU): the preflight checks the CPU extra instead of the GPU stack
 # Without DRY_RUN, a preflight (pion_rl.verl_plugin.preflight) first checks verl's GPU stack, N_GPUS CUDA
 # devices, the data files, the model (a local directory, or a Hub id: cached when HF_HUB_OFFLINE=1), that pion-rl
 # imports outside the checkout and, when the run logs to wandb, that wandb has a key (or WANDB_MODE=offline); each
@@ -63,20 +67,49 @@ _recipe_model() {
     echo "${model%[\'\"]}"
 }
 
+# The data a launch reads: sets recipe_train and the array recipe_val (TRAIN_FILE, VAL_FILES, else DATA_DIR's).
+_recipe_data() {
+    local data_dir=${DATA_DIR:-$HOME/data} benchmark
+    recipe_train=${TRAIN_FILE:-$data_dir/deepmath/train.parquet}
+    recipe_val=()
+    if [[ -n ${VAL_FILES:-} ]]; then
+        read -ra recipe_val <<<"$VAL_FILES"
+    else
+        for benchmark in "${DEEPMATH_VAL_BENCHMARKS[@]}"; do
+            recipe_val+=("$data_dir/math_eval/$benchmark.parquet")
+        done
+    fi
+}
+
+# recipe_preflight CONFIG_NAME [HYDRA_OVERRIDE...]: the checks a launch runs first (see the header); exit
+# status 1 if something is missing. run_deepmath_recipe runs it unless RECIPE_PREFLIGHT_DONE=1.
+recipe_preflight() {
+    local config_name=$1 python recipe_train recipe_val flags=()
+    shift
+    python=$(recipe_python)
+    _recipe_data
+    if _logs_to_wandb "$@"; then flags+=(--wandb); fi
+    if [[ ${VERL_PLATFORM:-} == cpu ]]; then flags+=(--cpu); fi
+    # The checkout's preflight runs whether or not pion-rl is installed (it checks that too).
+    PREFLIGHT_PYTHONPATH=${PYTHONPATH:-} PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+        "$python" -m pion_rl.verl_plugin.preflight --n-gpus "${N_GPUS:-8}" \
+        --train "$recipe_train" --val "${recipe_val[@]}" "${flags[@]}" \
+        --model "$(_recipe_model "$config_name" "$@")"
+}
+
 # run_deepmath_recipe CONFIG_NAME OPTIMIZER [HYDRA_OVERRIDE...]
 run_deepmath_recipe() {
     local config_name=$1 optimizer=$2
     shift 2
-    local python data_dir benchmark val_files=() val_paths=()
+    local python recipe_train recipe_val file val_files=()
     python=$(recipe_python)
-    data_dir=${DATA_DIR:-$HOME/data}
-    for benchmark in "${DEEPMATH_VAL_BENCHMARKS[@]}"; do
-        val_paths+=("$data_dir/math_eval/$benchmark.parquet")
-        val_files+=("'$data_dir/math_eval/$benchmark.parquet'")
+    _recipe_data
+    for file in "${recipe_val[@]}"; do
+        val_files+=("'$file'")
     done
     local overrides=(
         "optimizer=$optimizer"
-        "data.train_files='$data_dir/deepmath/train.parquet'"
+        "data.train_files='$recipe_train'"
         "data.val_files=[$(IFS=,; echo "${val_files[*]}")]"
         "trainer.n_gpus_per_node=${N_GPUS:-8}"
         "trainer.project_name=${WANDB_PROJECT:-pion-rl}"
@@ -87,14 +120,8 @@ run_deepmath_recipe() {
     local entry=(-m verl.trainer.main_ppo --config-path "$DEEPMATH_REPO_ROOT/configs")
     if [[ ${DRY_RUN:-0} == 1 ]]; then
         entry=(-m pion_rl.verl_plugin.compose --config-dir "$DEEPMATH_REPO_ROOT/configs")
-    elif ! _hydra_exits_early "$@"; then
-        # The checkout's preflight runs whether or not pion-rl is installed (it checks that too).
-        local wandb_flag=()
-        if _logs_to_wandb "$@"; then wandb_flag=(--wandb); fi
-        PREFLIGHT_PYTHONPATH=${PYTHONPATH:-} PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-            "$python" -m pion_rl.verl_plugin.preflight --n-gpus "${N_GPUS:-8}" \
-            --train "$data_dir/deepmath/train.parquet" --val "${val_paths[@]}" "${wandb_flag[@]}" \
-            --model "$(_recipe_model "$config_name" "$@")" || return 1
+    elif ! _hydra_exits_early "$@" && [[ ${RECIPE_PREFLIGHT_DONE:-0} != 1 ]]; then
+        recipe_preflight "$config_name" "$@" || return 1
     fi
     "$python" "${entry[@]}" --config-name "$config_name" "${overrides[@]}" "$@"
 }

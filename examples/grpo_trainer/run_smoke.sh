@@ -1,36 +1,84 @@
 #!/usr/bin/env bash
-# A few-minute check before committing a node to a multi-day run: Qwen3-0.6B (or MODEL_PATH) on 1 GPU (N_GPUS=2
-# also works), GRPO with a tiny batch and short responses: 2 steps and a checkpoint at step 2, a relaunch that
-# resumes from it and takes step 3, then an evaluation of the final policy on 8 AMC23 problems.
+# A few-minute check of the whole recipe path, verl's own trainer (main_ppo) with our config, engine, optimizer
+# and reward: 2 GRPO steps and a checkpoint at step 2, a relaunch that must resume from it and take step 3,
+# then python -m pion_rl.evaluate on the final policy.
 #
-# Environment: as deepmath_recipe.sh (data from data_prep, preflight, PYTHON), and
-#   OPTIMIZER   pion | muon | adamw (default pion): the recipes' optimizer=... override
-#   SMOKE_DIR   where checkpoints and the evaluation go (default /tmp/pion-rl-smoke/<optimizer>; its
-#               checkpoints/ and eval/ are replaced)
+# On GPUs: Qwen3-0.6B (or MODEL_PATH) on 1 GPU (N_GPUS=2 also works), a tiny batch, short responses, vLLM;
+# data from data_prep (DATA_DIR/deepmath/train.parquet, DATA_DIR/math_eval/amc23.parquet: validated on and
+# evaluated on 8 of its problems).
+# On a machine with no GPU (or SMOKE_DEVICE=cpu): verl's trainer on the CPU platform
+# (pion_rl.verl_plugin.cpu: 2 Ray workers, FSDP2 over gloo, the hf rollout) with the demo's tiny Qwen3,
+# warm-started (the demo's cached warm start), on the demo's synthetic arithmetic; no data, no download.
+#
+# Environment: as deepmath_recipe.sh, and
+#   OPTIMIZER     pion | muon | adamw (default pion): the recipes' optimizer=... override
+#   SMOKE_DIR     where checkpoints and the evaluation go (default /tmp/pion-rl-smoke/<optimizer>; its
+#                 checkpoints/ and eval/ are replaced, only once every check has passed)
+#   SMOKE_DEVICE  gpu | cpu (default: gpu if torch sees CUDA, else cpu)
 # Extra arguments are Hydra overrides for both launches. DRY_RUN=1 prints the first launch's config and exits.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/deepmath_recipe.sh"
 
-export N_GPUS=${N_GPUS:-1} MODEL_PATH=${MODEL_PATH:-Qwen/Qwen3-0.6B}
 optimizer=${OPTIMIZER:-pion}
 smoke_dir=${SMOKE_DIR:-/tmp/pion-rl-smoke/$optimizer}
 checkpoints=$smoke_dir/checkpoints
 python=$(recipe_python)
-if [[ ${DRY_RUN:-0} != 1 ]]; then
-    rm -rf "$checkpoints" "$smoke_dir/eval"
+if [[ -z ${SMOKE_DEVICE:-} ]]; then
+    SMOKE_DEVICE=$("$python" -c 'import torch; print("gpu" if torch.cuda.is_available() else "cpu")' 2>/dev/null \
+        || echo gpu)  # no torch: the GPU preflight says what is missing
 fi
+case $optimizer in pion | muon | adamw) ;; *)
+    echo "run_smoke: OPTIMIZER=$optimizer: expected pion, muon or adamw" >&2; exit 1 ;;
+esac
 
 smoke=(
-    data.train_batch_size=8 data.max_response_length=512
-    actor_rollout_ref.rollout.n=4 actor_rollout_ref.rollout.tensor_model_parallel_size=1
-    actor_rollout_ref.rollout.gpu_memory_utilization=0.4
-    trainer.val_before_train=false trainer.test_freq=-1 "trainer.logger=[console]"
+    "trainer.logger=[console]" trainer.val_before_train=false trainer.test_freq=-1
     trainer.save_freq=2 "trainer.experiment_name=smoke_$optimizer" "trainer.default_local_dir=$checkpoints"
 )
-run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=2 "$@"
+if [[ $SMOKE_DEVICE == cpu ]]; then
+    inputs=$smoke_dir/inputs  # the exported tiny model and problems (rewritten each run, from the cache)
+    export VERL_PLATFORM=cpu VERL_USE_EXTERNAL_MODULES=pion_rl.verl_plugin.cpu N_GPUS=2
+    export MODEL_PATH=$inputs/model TRAIN_FILE=$inputs/train.parquet VAL_FILES=$inputs/heldout.parquet
+    eval_data=$inputs/heldout.parquet eval_k=synthetic_arith=4 eval_tokens=16
+    smoke+=(
+        # The CPU platform's overrides (README "On a laptop"): 2 Ray workers declared as GPUs for verl's
+        # resource check, the hf rollout, sdpa attention, one agent-loop / reward / TransferQueue worker each.
+        trainer.device=cpu +ray_kwargs.ray_init.num_gpus=2 ray_kwargs.ray_init.num_cpus=8
+        actor_rollout_ref.rollout.name=hf actor_rollout_ref.rollout.tensor_model_parallel_size=1
+        +actor_rollout_ref.model.override_config.attn_implementation=sdpa
+        actor_rollout_ref.rollout.agent.num_workers=1 reward.num_workers=1
+        transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+        # The demo's size: short arithmetic prompts, 16-token answers, lr as the demo's.
+        data.train_batch_size=8 actor_rollout_ref.rollout.n=4 data.max_prompt_length=64
+        data.max_response_length=16 actor_rollout_ref.actor.optim.lr=3e-4
+    )
+else
+    export N_GPUS=${N_GPUS:-1} MODEL_PATH=${MODEL_PATH:-Qwen/Qwen3-0.6B}
+    data_dir=${DATA_DIR:-$HOME/data}
+    export VAL_FILES=${VAL_FILES:-$data_dir/math_eval/amc23.parquet}
+    eval_data=$smoke_dir/amc23_8.parquet eval_k=amc23=4 eval_tokens=512
+    smoke+=(
+        data.train_batch_size=8 data.max_response_length=512
+        actor_rollout_ref.rollout.n=4 actor_rollout_ref.rollout.tensor_model_parallel_size=1
+        actor_rollout_ref.rollout.gpu_memory_utilization=0.4
+    )
+fi
+
+# The CPU run's model and problems first: the dry run checks the model as a launch does.
+if [[ $SMOKE_DEVICE == cpu ]]; then
+    PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$python" -m pion_rl.demo.export --out "$inputs" \
+        --cache-dir "$DEEPMATH_REPO_ROOT/outputs/demo"
+fi
 if [[ ${DRY_RUN:-0} == 1 ]]; then
+    run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=2 "$@"
     exit 0
 fi
+# Every check first; only then are the earlier checkpoints and evaluation replaced.
+recipe_preflight qwen3_1.7b_deepmath "${smoke[@]}" "$@"
+export RECIPE_PREFLIGHT_DONE=1
+rm -rf "$checkpoints" "$smoke_dir/eval"
+
+run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=2 "$@"
 saved=$(stat -c %Y "$checkpoints/global_step_2/data.pt")
 run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=3 "$@"
 # A resumed run starts at step 3: it leaves step 2's checkpoint as it was and saves step 3.
@@ -40,8 +88,10 @@ if [[ $(cat "$checkpoints/latest_checkpointed_iteration.txt") != 3 \
     exit 1
 fi
 
-"$python" -c 'import sys, pandas; pandas.read_parquet(sys.argv[1]).head(8).to_parquet(sys.argv[2])' \
-    "${DATA_DIR:-$HOME/data}/math_eval/amc23.parquet" "$smoke_dir/amc23_8.parquet"
-"$python" -m pion_rl.evaluate --model "$optimizer=$checkpoints" --data "$smoke_dir/amc23_8.parquet" \
-    --k amc23=4 --max-new-tokens 512 --out "$smoke_dir/eval"
+if [[ $SMOKE_DEVICE != cpu ]]; then
+    "$python" -c 'import sys, pandas; pandas.read_parquet(sys.argv[1]).head(8).to_parquet(sys.argv[2])' \
+        "$VAL_FILES" "$eval_data"
+fi
+"$python" -m pion_rl.evaluate --model "$optimizer=$checkpoints" --data "$eval_data" \
+    --k "$eval_k" --max-new-tokens "$eval_tokens" --out "$smoke_dir/eval"
 echo "run_smoke: trained, saved at step 2, resumed to step 3, evaluated: $smoke_dir/eval/table.md" >&2

@@ -1,12 +1,13 @@
 """What a GPU recipe needs, checked before Ray starts: one line per missing piece, with the command that fixes it.
 
-    python -m pion_rl.verl_plugin.preflight --n-gpus 8 --train FILE [--val FILE ...]
+    python -m pion_rl.verl_plugin.preflight --n-gpus 8 --train FILE [--val FILE ...] [--wandb] [--cpu]
 
 Checks verl 0.9.1 (the real package, not the checkout's ``verl/`` docs folder), verl's GPU-only dependencies,
 the number of CUDA devices, the data files, the model (``--model``: a local directory, or a Hub id that is
 cached or can be downloaded), that pion-rl imports outside this checkout (Ray workers import the optimizer,
-engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode. Exit status 0 when
-all is there, else 1 with the lines on stderr.
+engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode. With ``--cpu``
+(verl's trainer on pion-rl's CPU platform) the packages of the CPU extra replace the GPU stack and the device
+count. Exit status 0 when all is there, else 1 with the lines on stderr.
 Standard library only at import time: it must run under any interpreter, including one without verl.
 """
 
@@ -31,6 +32,8 @@ GPU_MODULES = {
 }
 #: A Hugging Face Hub model id, ``org/name``.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# What verl's trainer imports on the CPU path (VERL_PLATFORM=cpu) beyond verl's own requirements.
+CPU_MODULES = ("transfer_queue", "zmq", "msgspec", "cachetools", "uvicorn", "fastapi", "einops")
 
 
 def find_module(name: str) -> bool:
@@ -129,18 +132,25 @@ def missing_pieces(
     wandb_ready: Callable[[], bool] = wandb_can_log,
     model: str | None = None,
     model_cached: Callable[[str], bool | None] = hub_cached,
+    cpu: bool = False,
 ) -> list[str]:
     """One line per missing piece, each naming what is missing and the command that fixes it (``wandb``: the
-    run logs to wandb, so it needs credentials or an offline mode; ``model``: the model the run trains)."""
+    run logs to wandb, so it needs credentials or an offline mode; ``model``: the model the run trains; ``cpu``:
+    the run is verl's trainer on the CPU platform, so it needs the CPU extra instead of the GPU stack and
+    devices)."""
     problems = []
     if not find("verl.trainer.main_ppo"):
         found = "import verl finds only the checkout's verl/ docs folder" if find("verl") else "no verl at all"
         problems.append(f"verl 0.9.1 is not installed for {python} ({found}): "
                         f"{python} -m pip install -r {REPO_ROOT}/verl/requirements-gpu.txt")
-    for module, fix in GPU_MODULES.items():
+    for module, fix in ({} if cpu else GPU_MODULES).items():
         if not find(module):
             problems.append(f"verl's GPU stack lacks {module}: {python} -m {fix.format(repo=REPO_ROOT)}")
-    devices = cuda_devices()
+    for module in CPU_MODULES if cpu else ():
+        if not find(module):
+            problems.append(f"verl's trainer on CPU imports {module}, which is missing: "
+                            f"{python} -m pip install -e '{REPO_ROOT}[cpu]'")
+    devices = None if cpu else cuda_devices()
     if devices is not None and devices < n_gpus:
         problems.append(f"{devices} CUDA device(s) visible, the run needs N_GPUS={n_gpus}: run on a node with "
                         f"{n_gpus} GPUs, or set N_GPUS to this node's count (nvidia-smi -L lists them)")
@@ -171,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", nargs="*", default=[], help="validation parquet files")
     parser.add_argument("--wandb", action="store_true", help="the run logs to wandb: check its credentials")
     parser.add_argument("--model", default=None, help="the model the run trains: a local directory or a Hub id")
+    parser.add_argument("--cpu", action="store_true", help="verl's CPU platform: no GPU stack or devices")
     args = parser.parse_args(argv)
-    problems = missing_pieces(args.n_gpus, args.train, args.val, wandb=args.wandb, model=args.model)
+    problems = missing_pieces(args.n_gpus, args.train, args.val, wandb=args.wandb, model=args.model, cpu=args.cpu)
     for line in problems:
         print(f"preflight: {line}", file=sys.stderr)
     return 1 if problems else 0

@@ -1,0 +1,233 @@
+"""verl's real trainer, ``python -m verl.trainer.main_ppo`` with the recipe config, on CPU (pion_rl.verl_plugin.cpu).
+
+The tiny Qwen3 of the demo, warm-started (the demo's cache under outputs/demo, built once), trains on the
+demo's synthetic arithmetic through verl's default v1 trainer: FSDP2 over gloo on 2 Ray workers, the hf rollout,
+pion-rl's engine, optimizer and reward, verl's checkpoints. Each launch starts its own Ray (about 1.5 min of
+the ~2 min a launch takes on 2 cores), so the launches are few and shared between assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "examples" / "grpo_trainer" / "run_smoke.sh"
+CPU_ENV = {"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": "pion_rl.verl_plugin.cpu"}
+# The CPU-only overrides (README "On a laptop"), as run_smoke.sh passes them, at a size that takes seconds a step.
+CPU_OVERRIDES = [
+    "trainer.n_gpus_per_node=2", "trainer.device=cpu", "+ray_kwargs.ray_init.num_gpus=2",
+    "ray_kwargs.ray_init.num_cpus=8", "actor_rollout_ref.rollout.name=hf",
+    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+    "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+    "actor_rollout_ref.rollout.agent.num_workers=1", "reward.num_workers=1",
+    "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+    "data.train_batch_size=8", "actor_rollout_ref.rollout.n=4", "data.max_prompt_length=64",
+    "data.max_response_length=16", "actor_rollout_ref.actor.optim.lr=3e-4",
+    "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.logger=[console]", "trainer.save_freq=2",
+    # Stable request ids, so the hf rollout samples the same tokens in a resumed run as in an unbroken one.
+    "actor_rollout_ref.rollout.full_determinism=true",
+]
+STEP_LINE = re.compile(r"step:(\d+) - (.*)")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MODEL_PATH")}
+    env.update(CPU_ENV, PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """The demo's warm-started model and problems as verl reads them (run_smoke.sh's inputs)."""
+    out = tmp_path_factory.mktemp("inputs")
+    subprocess.run([sys.executable, "-m", "pion_rl.demo.export", "--out", str(out), "--cache-dir",
+                    str(REPO / "outputs" / "demo")], env=_env(), check=True, timeout=1200)
+    return out
+
+
+def main_ppo(inputs: Path, optimizer: str, run_dir: Path, steps: int, *extra: str, env=None):
+    """One launch of verl's trainer; returns ({step: {metric: value}} from the console logger, the output)."""
+    command = [
+        sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(REPO / "configs"),
+        "--config-name", "qwen3_1.7b_deepmath", f"optimizer={optimizer}",
+        f"data.train_files={inputs / 'train.parquet'}", f"data.val_files={inputs / 'heldout.parquet'}",
+        f"actor_rollout_ref.model.path={inputs / 'model'}", f"trainer.default_local_dir={run_dir}",
+        f"trainer.total_training_steps={steps}", *CPU_OVERRIDES, *extra,
+    ]
+    run = subprocess.run(command, env=env or _env(), capture_output=True, text=True, timeout=900, cwd=run_dir.parent)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    return _step_metrics(output), output
+
+
+def _step_metrics(output: str) -> dict[int, dict[str, float]]:
+    steps = {}
+    for line in output.splitlines():
+        match = STEP_LINE.search(line)
+        if match:
+            pairs = (item.split(":", 1) for item in match.group(2).split(" - ") if ":" in item)
+            steps[int(match.group(1))] = {k: _number(v) for k, v in pairs}
+    return steps
+
+
+def _number(text: str) -> float:
+    wrapped = re.fullmatch(r"np\.\w+\((.*)\)", text.strip())  # numpy scalars print as np.int32(2)
+    try:
+        return float(wrapped.group(1) if wrapped else text)
+    except ValueError:
+        return float("nan")
+
+
+def _shards(step_dir: Path) -> dict[str, object]:
+    actor = step_dir / "actor"
+    return {p.name: torch.load(p, map_location="cpu", weights_only=False)
+            for p in sorted(actor.glob("*_world_size_2_rank_*.pt")) if not p.name.startswith("extra_state")}
+
+
+def _assert_trained(metrics: dict[int, dict[str, float]], optimizer: str):
+    assert {1, 2} <= set(metrics), sorted(metrics)
+    # Warm-started: some sampled answers are right, so GRPO has advantages and the actor a gradient.
+    assert max(m["critic/score/mean"] for m in metrics.values()) > 0
+    assert max(m["actor/grad_norm"] for m in metrics.values()) > 0
+    telemetry = [k for k in metrics[2] if k.startswith("actor/optim/")]
+    assert "actor/optim/update_rms" in telemetry and metrics[2]["actor/optim/update_rms"] > 0, telemetry
+    if optimizer == "pion":
+        assert "actor/optim/pion/generator_norm" in telemetry
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor  # DTensor shards
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(_local(a), _local(b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _equal_structure(a, b) -> bool:
+    """Same keys, param groups and step counts: everything but the values of the moment tensors."""
+    return a.keys() == b.keys() and _equal(a["param_groups"], b["param_groups"]) and a["state"].keys() == \
+        b["state"].keys() and all(a["state"][i].keys() == b["state"][i].keys() for i in a["state"])
+
+
+def test_pion_trains_saves_and_resumes_to_the_weights_of_an_unbroken_run(inputs, tmp_path):
+    straight, _ = main_ppo(inputs, "pion", tmp_path / "straight", 3)
+    _assert_trained(straight, "pion")
+    assert (tmp_path / "straight" / "global_step_2" / "actor" / "huggingface" / "model.safetensors").is_file()
+    # A relaunch from step 2's checkpoint (into another directory) takes only step 3.
+    resumed, _ = main_ppo(inputs, "pion", tmp_path / "resumed", 3, "trainer.resume_mode=resume_path",
+                          f"trainer.resume_from_path={tmp_path / 'straight' / 'global_step_2'}")
+    assert sorted(resumed) == [3]
+    assert resumed[3]["critic/score/mean"] == straight[3]["critic/score/mean"]
+    before = _shards(tmp_path / "straight" / "global_step_2")
+    a, b = _shards(tmp_path / "straight" / "global_step_3"), _shards(tmp_path / "resumed" / "global_step_3")
+    assert sorted(a) == sorted(b) == [f"{kind}_world_size_2_rank_{r}.pt" for kind in ("model", "optim") for r in (0, 1)]
+    # Not bitwise equal (measured: step 3's update differs by up to 2% of its size, the moments by up to 3%;
+    # README "On a laptop"), but a resume that lost or reset anything (optimizer moments, step count, Pion's
+    # alternating side, the data or sampling position) changes step 3 by the order of the step itself.
+    for name in a:
+        if name.startswith("model"):
+            for key, weight in a[name].items():
+                step = _local(weight) - _local(before[name][key])
+                assert (_local(weight) - _local(b[name][key])).norm() <= 0.1 * step.norm(), (name, key)
+        else:
+            assert _equal_structure(a[name], b[name]), name
+            for index, state in a[name]["state"].items():
+                for key, value in state.items():
+                    other = b[name]["state"][index][key]
+                    if isinstance(value, torch.Tensor) and value.numel() > 1:
+                        assert (_local(value) - _local(other)).norm() <= 0.1 * _local(value).norm(), (index, key)
+                    else:
+                        assert _equal(value, other), (index, key)
+
+
+def test_adamw_trains_with_telemetry_saves_and_resumes(inputs, tmp_path):
+    metrics, _ = main_ppo(inputs, "adamw", tmp_path / "run", 2)
+    _assert_trained(metrics, "adamw")
+    assert (tmp_path / "run" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    resumed, _ = main_ppo(inputs, "adamw", tmp_path / "run", 3)  # the same run directory: resume_mode=auto
+    assert sorted(resumed) == [3]
+    assert (tmp_path / "run" / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+
+
+@pytest.mark.parametrize("target", ["gloo-backend", "unpinned-offload", "rollout-table"])
+def test_a_patch_whose_target_changed_stops_the_launch_in_one_line_naming_it(tmp_path, target):
+    env = _env(VERL_USE_EXTERNAL_MODULES="break_cpu_patch_target,pion_rl.verl_plugin.cpu",
+               BREAK_CPU_PATCH_TARGET=target, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}")
+    run = subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(REPO / "configs"),
+                          "--config-name", "qwen3_1.7b_deepmath"], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"pion_rl.verl_plugin.cpu.patches.PatchTargetChanged: pion_rl.verl_plugin.cpu patch "
+                           f"'{target}' cannot apply: "), last
+    assert "Ray" not in run.stderr.split("Traceback")[0]  # it stopped before anything started
+
+
+def test_patches_apply_only_on_the_cpu_platform():
+    code = ("import torch.distributed as d; import pion_rl.verl_plugin.cpu; "
+            "from verl.workers.engine.fsdp import transformer_impl as t; "
+            "print(hasattr(d.init_process_group, '_pion_rl_patch'), t.CPUOffloadPolicy(pin_memory=True).pin_memory)")
+    on_cpu = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=300)
+    elsewhere = subprocess.run([sys.executable, "-c", code], env=_env(VERL_PLATFORM="nvidia"), capture_output=True,
+                               text=True, timeout=300)
+    assert on_cpu.stdout.split() == ["True", "False"], on_cpu.stderr[-2000:]
+    assert elsewhere.stdout.split() == ["False", "True"], elsewhere.stderr[-2000:]
+
+
+def test_run_smoke_trains_muon_resumes_and_evaluates_on_cpu(inputs, tmp_path):
+    # As a user runs it, with no arguments; Muon, so the three optimizers each get a resumed launch here.
+    run = subprocess.run(["bash", str(SMOKE)], env=_env(SMOKE_DIR=str(tmp_path), OPTIMIZER="muon",
+                                                        PYTHON=sys.executable, SMOKE_DEVICE=""),
+                         capture_output=True, text=True, timeout=1500)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    metrics = _step_metrics(output)
+    _assert_trained(metrics, "muon")
+    assert sorted(metrics) == [1, 2, 3]  # the relaunch took step 3 only
+    assert (tmp_path / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+    table = (tmp_path / "eval" / "table.md").read_text()
+    assert "muon" in table and "synthetic_arith" in table
+
+
+def test_run_smoke_touches_no_earlier_result_when_a_check_fails(tmp_path):
+    for kept in ("checkpoints/global_step_2/data.pt", "eval/table.md"):
+        (tmp_path / kept).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / kept).write_text("earlier run")
+    # The GPU smoke run on this GPU-less machine without data: the preflight fails.
+    env = _env(SMOKE_DIR=str(tmp_path), SMOKE_DEVICE="gpu", PYTHON=sys.executable, DATA_DIR=str(tmp_path / "nodata"))
+    for key in CPU_ENV:
+        env.pop(key)
+    run = subprocess.run(["bash", str(SMOKE)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert (tmp_path / "checkpoints/global_step_2/data.pt").read_text() == "earlier run"
+    assert (tmp_path / "eval/table.md").read_text() == "earlier run"
+    # It asks for the data it reads (training set, amc23 for validation and the evaluation), nothing else.
+    missing = [line for line in run.stderr.splitlines() if "is missing" in line]
+    assert len(missing) == 2 and "deepmath/train.parquet" in missing[0] and "amc23.parquet" in missing[1], missing
+
+
+def test_the_cpu_preflight_asks_for_the_cpu_extra_instead_of_the_gpu_stack(tmp_path):
+    from pion_rl.verl_plugin.preflight import missing_pieces
+
+    data = tmp_path / "train.parquet"
+    data.write_text("")
+    problems = missing_pieces(2, [str(data)], [], find=lambda module: module != "zmq",
+                              cuda_devices=lambda: 0, pion_rl_importable=lambda: True, python="py", cpu=True)
+    assert problems == [f"verl's trainer on CPU imports zmq, which is missing: py -m pip install -e '{REPO}[cpu]'"]
+    on_gpu = missing_pieces(2, [str(data)], [], find=lambda module: module != "zmq", cuda_devices=lambda: 0,
+                            pion_rl_importable=lambda: True, python="py")
+    assert len(on_gpu) == 1 and "0 CUDA device(s) visible" in on_gpu[0]
