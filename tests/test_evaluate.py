@@ -177,7 +177,7 @@ def test_hf_backend_end_to_end(tmp_path, capsys):
         assert amc["scores"] == [[1.0, 1.0], [0.0, 0.0]] and amc["avg"] == 0.5
     settings = results["settings"]
     assert (settings["backend"], settings["temperature"], settings["top_p"], settings["seed"], settings["mode"]) \
-        == ("hf", 0.6, 0.95, 0, "strict")
+        == ("hf", 0.6, 0.95, 0, "paper")
     assert settings["k"] == {"synthetic_arith": 3, "amc23": 2} and settings["base_models"] == {"first": None,
                                                                                                "second": None}
     table = (tmp_path / "out" / "table.md").read_text()

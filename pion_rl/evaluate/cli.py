@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="response length (default: the paper recipe's for the model's base, else the model's "
                              "generation_config.json max_new_tokens, else 4096)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mode", choices=MODES, default="strict", help="pion_rl.reward's matching mode")
+    parser.add_argument("--mode", choices=MODES, default="paper",
+                        help="pion_rl.reward's matching mode (paper: verl's math_reward verdict, as the recipes' reward)")
     parser.add_argument("--devices", default=None, metavar="ID,...",
                         help="CUDA device ids (as CUDA_VISIBLE_DEVICES names them) to spread the models over "
                              "(default: every visible GPU; none on a CPU machine; '' for none)")
