@@ -142,7 +142,9 @@ def test_pion_trains_saves_and_resumes_to_the_weights_of_an_unbroken_run(inputs,
     assert _generations(tmp_path / "dump_resumed", 3) == _generations(tmp_path / "dump", 3)
     a, b = _shards(tmp_path / "straight" / "global_step_3"), _shards(tmp_path / "resumed" / "global_step_3")
     assert sorted(a) == sorted(b) == [f"{kind}_world_size_2_rank_{r}.pt" for kind in ("model", "optim") for r in (0, 1)]
-    # Bit for bit: weights, moments, step counts, Pion's alternating side, telemetry.
+    # Bit for bit: weights, moments, step counts, Pion's alternating side, telemetry; and step 3 did move them.
+    before = _shards(tmp_path / "straight" / "global_step_2")
+    assert not any(_equal(a[name], before[name]) for name in a)
     for name in a:
         assert _equal(a[name], b[name]), name
     assert resumed[3]["actor/grad_norm"] == straight[3]["actor/grad_norm"]
