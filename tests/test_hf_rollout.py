@@ -8,7 +8,7 @@ import torch
 from pion_rl.demo.config import DemoConfig
 from pion_rl.demo.policy import build_policy
 from pion_rl.demo.tokenizer import build_tokenizer
-from pion_rl.verl_plugin.cpu.hf_rollout import filtered_logits, request_seed, sample_batch
+from pion_rl.verl_plugin.cpu.hf_rollout import RequestSeeds, filtered_logits, request_seed, sample_batch
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,24 @@ def test_greedy_decoding_matches_transformers_generate(policy):
 def test_a_request_samples_the_same_tokens_whatever_else_is_in_its_batch(policy):
     model, tokenizer, short, long = policy
     args = ({"temperature": 1.0, "top_p": 1.0, "top_k": -1},)
-    seed_a, seed_b = request_seed(3, "det-0"), request_seed(3, "det-1")
+    seed_a, seed_b = request_seed(3, "det-0", short, 0), request_seed(3, "det-0", short, 1)
     alone = sample_batch(model, [short], [seed_a], *args, [16], set(), 0, False)
     batched = sample_batch(model, [long, short, short], [seed_b, seed_a, seed_b], *args, [16] * 3, set(), 0, False)
     assert batched[1] == alone[0]
     assert batched[2] != alone[0]  # another seed, another sample
-    assert request_seed(3, "det-0") == seed_a != request_seed(4, "det-0")
+    assert request_seed(3, "det-0", short, 0) == seed_a != request_seed(4, "det-0", short, 0)
+
+
+def test_identical_requests_get_distinct_seeds_that_repeat_under_the_same_weights(policy):
+    _, _, short, long = policy
+    seeds = RequestSeeds()
+
+    def a_step(global_steps: int) -> list[int]:
+        # verl's v1 agent loop sends every request of a step as "det-0": rollout.n of each prompt, interleaved.
+        seeds.new_weights(global_steps)
+        return [seeds.next("det-0", prompt) for prompt in (short, long, short, long, short)]
+
+    step_2 = a_step(2)
+    assert len(set(step_2)) == 5
+    assert a_step(2) == step_2  # a resumed run, weights from the same step
+    assert not set(a_step(3)) & set(step_2)

@@ -9,6 +9,9 @@ which ``verl/__init__.py`` imports. Importing it:
   table, chosen with ``actor_rollout_ref.rollout.name=hf``;
 - when the CPU platform is selected, applies the two patches of :mod:`.patches`, each after checking the verl
   and torch code it changes (a changed target fails here, in one line naming the patch).
+
+Not imported here: :mod:`.ordered_replay_buffer`, the replay buffer verl loads by name for a bitwise
+reproducible run (``trainer.v1.sampler.custom_sampler.*``, README "On a laptop").
 """
 
 from __future__ import annotations

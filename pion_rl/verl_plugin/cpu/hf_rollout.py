@@ -12,9 +12,13 @@ Three pieces, as verl 0.9.1 splits a rollout backend:
   replica's first rank sends them to the server. Sleep, wake-up, KV-cache and abort calls have nothing to
   free on CPU and do nothing.
 
-Sampling: each request draws from its own generator, seeded by the weights' training step and the request id,
-so with ``rollout.full_determinism=true`` (stable request ids) a run resumed from a checkpoint samples exactly
-what the uninterrupted run sampled, whatever the batching or the replica a request lands on.
+Sampling: each request draws from its own generator, seeded by the weights' training step, the request id, the
+prompt and how many identical requests (same id, same prompt) came before it under these weights. The count is
+needed because verl's v1 agent loop does not number its requests: with ``rollout.full_determinism=true`` every
+one of a step's requests has the id ``det-0``, so id and prompt alone would give the ``rollout.n`` samples of a
+prompt one seed. With it, a step samples the same sequences in a run resumed from a checkpoint as in the
+uninterrupted run, whatever the batching or the arrival order (which of a prompt's sessions gets which sample
+follows the arrival order; :mod:`.ordered_replay_buffer` makes the trainer's order independent of it).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Generator
 from typing import Any
 
@@ -41,10 +46,31 @@ def _server_name(replica_rank: int) -> str:
     return f"pion_rl_hf_rollout_{ray.get_runtime_context().get_job_id()}_{replica_rank}"
 
 
-def request_seed(global_steps: int | None, request_id: str) -> int:
-    """A 63-bit seed from the weights' step and the request id."""
-    digest = hashlib.sha256(f"{global_steps}:{request_id}".encode()).digest()
+def request_seed(global_steps: int | None, request_id: str, prompt_ids: list[int], repeat: int) -> int:
+    """A 63-bit seed from the weights' step, the request id, the prompt (token ids) and the request's rank
+    (0, 1, ...) among the identical requests under these weights."""
+    digest = hashlib.sha256(f"{global_steps}:{request_id}:{repeat}:{prompt_ids}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+class RequestSeeds:
+    """The seeds of the requests served under one version of the weights (:func:`request_seed`)."""
+
+    def __init__(self):
+        self.global_steps: int | None = None
+        self._repeats: Counter[tuple[str, tuple[int, ...]]] = Counter()
+
+    def new_weights(self, global_steps: int | None) -> None:
+        """Weights from training step ``global_steps`` arrived: count identical requests from 0 again."""
+        self.global_steps = global_steps
+        self._repeats.clear()
+
+    def next(self, request_id: str, prompt_ids: list[int]) -> int:
+        """The seed of the request that arrives now."""
+        key = (request_id, tuple(prompt_ids))
+        seed = request_seed(self.global_steps, request_id, prompt_ids, self._repeats[key])
+        self._repeats[key] += 1
+        return seed
 
 
 def filtered_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
@@ -125,8 +151,8 @@ class HFRolloutServer:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         pad = model_config.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.eos_ids)
-        self.global_steps: int | None = None
-        self._pending: list[tuple[str, list[int], dict, asyncio.Future]] = []
+        self.seeds = RequestSeeds()
+        self._pending: list[tuple[int, list[int], dict, asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._batcher: asyncio.Task | None = None
 
@@ -137,7 +163,7 @@ class HFRolloutServer:
         if set(missing) - tied or unexpected:
             raise ValueError(f"hf rollout: actor weights do not fit the rollout model (missing "
                              f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
-        self.global_steps = global_steps
+        self.seeds.new_weights(global_steps)
 
     async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any],
                        image_data=None, video_data=None, **kwargs) -> TokenOutput:
@@ -146,7 +172,8 @@ class HFRolloutServer:
         if self._batcher is None:
             self._batcher = asyncio.get_running_loop().create_task(self._decode_batches())
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((request_id, list(prompt_ids), dict(sampling_params), future))
+        prompt_ids = list(prompt_ids)  # seeded on arrival: a request's rank is fixed before any decoding
+        self._pending.append((self.seeds.next(request_id, prompt_ids), prompt_ids, dict(sampling_params), future))
         self._wake.set()
         return await future
 
@@ -175,12 +202,12 @@ class HFRolloutServer:
                     continue
                 for (*_, future), (ids, logprobs) in zip(requests, results):
                     future.set_result(TokenOutput(token_ids=ids, log_probs=logprobs, stop_reason="completed",
-                                                  extra_fields={"global_steps": self.global_steps}))
+                                                  extra_fields={"global_steps": self.seeds.global_steps}))
 
     def _decode(self, requests: list) -> list[tuple[list[int], list[float] | None]]:
         sampling = requests[0][2]
         return sample_batch(
-            self.model, [r[1] for r in requests], [request_seed(self.global_steps, r[0]) for r in requests],
+            self.model, [r[1] for r in requests], [r[0] for r in requests],
             sampling, [self._max_new_tokens(len(r[1]), r[2]) for r in requests], self.eos_ids, self.pad_id,
             logprobs=bool(sampling.get("logprobs")))
 
