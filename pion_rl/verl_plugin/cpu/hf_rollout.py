@@ -81,7 +81,8 @@ def filtered_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p:
         logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[-1], float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
-        mass_before = torch.softmax(sorted_logits, -1).cumsum(-1) - torch.softmax(sorted_logits, -1)
+        probs = torch.softmax(sorted_logits, -1)
+        mass_before = probs.cumsum(-1) - probs
         logits = logits.masked_fill(torch.zeros_like(logits, dtype=torch.bool).scatter(0, order, mass_before >= top_p),
                                     float("-inf"))
     return logits
