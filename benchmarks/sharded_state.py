@@ -69,9 +69,15 @@ def state_bytes_per_rank(model: nn.Module, optimizer: str, world: int) -> dict:
     )
 
 
-def exchange_bytes_per_rank(matrices, owners, layout: RowLayout) -> tuple[list[int], list[int]]:
-    """(sent, received) bytes per rank per step by ShardedExchange: W and G rows to the owner, new rows back."""
+#: Bytes per matrix element on the wire, (to the owner, back from it): Pion gathers W and G in fp32 and
+#: sends the new W back; Muon gathers G in fp32 and sends back its bf16 orthogonalised update.
+WIRE_BYTES = {"pion": (2 * FP32, FP32), "muon": (FP32, 2)}
+
+
+def exchange_bytes_per_rank(optimizer: str, matrices, owners, layout: RowLayout) -> tuple[list[int], list[int]]:
+    """(sent, received) bytes per rank per step by ShardedExchange (see :data:`WIRE_BYTES`)."""
     world = layout.world_size
+    to_owner, from_owner = WIRE_BYTES[optimizer]
     sent, received = [0] * world, [0] * world
     for p, owner in zip(matrices, owners):
         rows, cols = p.shape
@@ -80,10 +86,10 @@ def exchange_bytes_per_rank(matrices, owners, layout: RowLayout) -> tuple[list[i
                 continue
             start, stop = layout.rows(k, rows)
             numel = (stop - start) * cols
-            sent[k] += 2 * numel * FP32  # gather: W and G
-            received[owner] += 2 * numel * FP32
-            sent[owner] += numel * FP32  # scatter: the new W
-            received[k] += numel * FP32
+            sent[k] += to_owner * numel
+            received[owner] += to_owner * numel
+            sent[owner] += from_owner * numel
+            received[k] += from_owner * numel
     return sent, received
 
 
@@ -112,11 +118,11 @@ def main() -> None:
                   f"{gb(max(s['sharded']))} / {gb(min(s['sharded']))} | {max(s['sharded']) / even:.3f} | "
                   f"{matrix_ratio} |")
             if s["matrices"]:
-                sent, received = exchange_bytes_per_rank(s["matrices"], s["owners"], s["layout"])
+                sent, received = exchange_bytes_per_rank(optimizer, s["matrices"], s["owners"], s["layout"])
                 weights = sum(p.numel() for p in s["matrices"]) * FP32
                 traffic.append((name, optimizer, weights, sent, received, world))
 
-    print("\nExchange traffic per optimizer step (fp32 on the wire), against gathering every full W and G on "
+    print("\nExchange traffic per optimizer step, against gathering every full W and G on "
           "every rank (all-gather, what an unsharded optimizer on FSDP2 needs; a ring all-gather sends and "
           "receives (N-1)/N of the data on every rank):\n")
     print("| model | optimizer | matrix weights | sharded exchange: sent + received, busiest rank | "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -19,6 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pion_rl.optim import Muon, Pion
 from pion_rl.optim.sharding import local_tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from exchange_bytes import count_sent_bytes  # noqa: E402  (benchmarks/exchange_bytes.py counts the same way)
 
 LR = 0.02
 STEPS = 3
@@ -123,19 +128,21 @@ def _matrix_state_bytes(model: nn.Module, optimizer) -> dict[str, int]:
 
 # ---------------------------------------------------------------------- workers
 def run_suite(compare: dict[str, list[str]], resume: tuple[str, list[str]], nonfinite: tuple[str, str],
-              save_dir: str) -> dict:
+              traffic: tuple[str, list[str]], save_dir: str) -> dict:
     """Everything one launch checks (process start-up dominates the cost of a launch).
 
     Args:
         compare: layout -> cases for :func:`compare_with_single_device`.
         resume: (layout, cases) for :func:`resume_matches_uninterrupted`, files under ``save_dir``.
         nonfinite: (layout, case) for :func:`nonfinite_grad_on_one_rank`.
+        traffic: (layout, cases) for :func:`step_traffic`.
     Also runs :func:`bad_inputs`.
     """
     return dict(
         compare={layout: compare_with_single_device(layout, cases) for layout, cases in compare.items()},
         resume=resume_matches_uninterrupted(*resume, save_dir),
         nonfinite=nonfinite_grad_on_one_rank(*nonfinite),
+        traffic=step_traffic(*traffic),
         bad_inputs=bad_inputs(),
     )
 
@@ -229,6 +236,22 @@ def nonfinite_grad_on_one_rank(layout: str, case: str) -> dict:
             for i in state
         ),
     )
+
+
+def step_traffic(layout: str, cases: list[str]) -> dict:
+    """Per case: the bytes this rank sent, per collective, during one ``optimizer.step()``, and the
+    ``(rows, cols, owner)`` of every matrix that step updated."""
+    out = {}
+    for case in cases:
+        model, optimizer, _, _ = _build(layout, case, with_reference=False)
+        _backward(model, 0)
+        owners = optimizer._ensure_owners()
+        matrices = [(*p.shape, owners[p]) for g in optimizer.param_groups if g["algorithm"] != "adamw"
+                    for p in g["params"] if p.grad is not None]
+        with count_sent_bytes() as counts:
+            optimizer.step()
+        out[case] = dict(sent=dict(counts), matrices=matrices)
+    return out
 
 
 def bad_inputs() -> dict[str, str | None]:

@@ -11,7 +11,7 @@ import torch
 import sharding_workers as workers
 from gloo_ranks import run_on_ranks
 from pion_rl.optim import Muon, Pion
-from pion_rl.optim.sharding import assign_owners
+from pion_rl.optim.sharding import RowLayout, assign_owners
 
 #: What each launch runs: every case at world size 2; at 4, cases covering variants, sides and Muon.
 PLANS = {
@@ -19,6 +19,7 @@ PLANS = {
         compare={"fsdp": list(workers.CASES), "ddp": ["pion/lie_lie/alternate+v", "pion/msign/alternate", "muon"]},
         resume=("fsdp", ["pion/lie_lie/alternate+v", "pion/transported/both+v", "muon"]),
         nonfinite=("fsdp", "pion/lie_lie/both"),
+        traffic=("fsdp", ["pion/lie_lie/both", "muon"]),
     ),
     4: dict(
         compare={"fsdp": ["pion/lie_lie/alternate+v", "pion/lie_lie/left", "pion/transported/both+v",
@@ -26,6 +27,7 @@ PLANS = {
                  "hsdp": ["pion/lie_lie/both", "pion/transported/alternate", "muon"]},
         resume=("hsdp", ["pion/lie_lie/alternate+v", "muon"]),
         nonfinite=("fsdp", "muon"),
+        traffic=("fsdp", ["pion/lie_lie/both", "muon"]),
     ),
 }
 #: Sharded and one-process runs do the same fp32 math on the same full matrices (bitwise equal on our CPUs);
@@ -95,6 +97,29 @@ def test_nonfinite_grad_on_one_rank_raises_on_every_rank_and_changes_nothing(lau
         r = result["nonfinite"]
         assert r["error"] is not None and "mid.weight" in r["error"], f"rank {rank} of {world}: {r['error']}"
         assert r["weights_unchanged"] and r["state_unchanged"], f"rank {rank} of {world}"
+
+
+def test_muon_moves_the_gradient_in_and_a_bf16_update_out_pion_w_and_g_in_and_w_out(launch):
+    # Bytes per rank in the step's all-to-alls, from the FSDP2 row layout alone: a rank sends its rows of each
+    # matrix it does not own to the owner (Muon: G, fp32; Pion: W and G, fp32), and the owner sends every
+    # other rank its rows of the result (Muon: the orthogonalised update, bf16; Pion: the new W, fp32).
+    world, ranks = launch
+    layout = RowLayout(shard=tuple(range(world)), replica=(0,) * world, num_shards=world)
+    per_element = {"muon": (4, 2), "pion/lie_lie/both": (8, 4)}  # (sent to the owner, sent by the owner)
+    for case, (to_owner, from_owner) in per_element.items():
+        for rank, result in enumerate(ranks):
+            r = result["traffic"][case]
+            expected = 0
+            for rows, cols, owner in r["matrices"]:
+                if owner == rank:
+                    expected += from_owner * cols * sum(
+                        stop - start for k in range(world) if k != rank for start, stop in [layout.rows(k, rows)])
+                else:
+                    start, stop = layout.rows(rank, rows)
+                    expected += to_owner * (stop - start) * cols
+            assert r["sent"]["all_to_all_single"] == expected, (case, world, rank, r["sent"])
+            # The rest is the finite-gradient check's one small all-reduce.
+            assert set(r["sent"]) <= {"all_to_all_single", "all_reduce"} and r["sent"]["all_reduce"] < 100, r["sent"]
 
 
 def test_unsupported_layouts_are_clear_errors(launch):

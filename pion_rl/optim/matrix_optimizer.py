@@ -1,6 +1,7 @@
 """What Pion and Muon share: routing of param groups, the AdamW fallback, finite-gradient checks, state.
 
-Subclasses supply the matrix algorithm (``_matrix_update``) and its state size; the exchange (see
+Subclasses supply the matrix algorithm (``_matrix_update``, or ``_matrix_group`` for another exchange) and its
+state size; the exchange (see
 :mod:`pion_rl.optim.sharding`), chosen from the parameters' layout, decides where each matrix is updated.
 """
 
@@ -353,11 +354,14 @@ class MatrixOptimizer(torch.optim.Optimizer):
             if group["algorithm"] == "adamw":
                 self._adamw_group(group, params)
             else:
-                self._exchange.update_owned(
-                    params, [owners[p] for p in params],
-                    lambda i, weight, grad: self._matrix_update(params[i], weight, grad, group),
-                )
+                self._matrix_group(group, params, [owners[p] for p in params])
         return loss
+
+    def _matrix_group(self, group: dict[str, Any], params: list[Tensor], owners: list[int]) -> None:
+        """Update a matrix group's ``params`` (those with a gradient; ``owners`` their owner ranks): by default
+        each owner updates its whole matrices with :meth:`_matrix_update`."""
+        self._exchange.update_owned(
+            params, owners, lambda i, weight, grad: self._matrix_update(params[i], weight, grad, group))
 
     def _adamw_group(self, group: dict[str, Any], params: Iterable[Tensor]) -> None:
         # AdamW is elementwise: each rank updates its own shard, no communication.

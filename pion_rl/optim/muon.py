@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .matrix_optimizer import MatrixOptimizer, Number
-from .muon_math import muon_step
+from .muon_math import muon_apply, muon_direction
 from .newton_schulz import NS_COEFFICIENTS
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
@@ -73,14 +73,23 @@ class Muon(MatrixOptimizer):
     def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         return {"momentum_buffer": tuple(p.shape)}
 
-    def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.tensor(0.0)
-            state["momentum_buffer"] = torch.zeros_like(weight)
-        state["step"] += 1
-        muon_step(
-            weight, grad, state["momentum_buffer"], lr=group["lr"], momentum=group["momentum"],
-            nesterov=group["nesterov"], ns_steps=group["ns_steps"], ns_coefficients=tuple(group["ns_coefficients"]),
-            ns_dtype=_ns_dtype(group["ns_dtype"]), rms_scale=group["rms_scale"], weight_decay=group["weight_decay"],
-        )
+    def _matrix_group(self, group: dict[str, Any], params: list[Tensor], owners: list[int]) -> None:
+        # The direction needs only the whole gradient, and applying it is elementwise: the owner gets G and
+        # sends back the direction (exact in ns_dtype), about half the bytes of gathering W and G and
+        # sending W back.
+        def direction(i: int, grad: Tensor) -> Tensor:
+            state = self.state[params[i]]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["momentum_buffer"] = torch.zeros_like(grad)
+            state["step"] += 1
+            return muon_direction(
+                grad, state["momentum_buffer"], momentum=group["momentum"], nesterov=group["nesterov"],
+                ns_steps=group["ns_steps"], ns_coefficients=tuple(group["ns_coefficients"]), ns_dtype=ns_dtype)
+
+        def apply(i: int, weight: Tensor, direction_rows: Tensor) -> None:
+            muon_apply(weight, direction_rows, shape=tuple(params[i].shape), lr=group["lr"],
+                       rms_scale=group["rms_scale"], weight_decay=group["weight_decay"])
+
+        ns_dtype = _ns_dtype(group["ns_dtype"])
+        self._exchange.step_owned(params, owners, direction, apply, direction_dtype=ns_dtype)

@@ -1,8 +1,15 @@
 """Where whole matrices are updated: the seam between the optimizers and the way weights are laid out.
 
 Pion and Muon need each matrix whole. An *exchange* hands the optimizer every matrix it owns as a full
-tensor in the compute dtype, lets it update that tensor in place, and writes the result back to wherever the
-parameter lives. The optimizer never sees the layout.
+tensor in the compute dtype and carries the result back to wherever the parameter lives, in one of two ways:
+
+- :meth:`~ShardedExchange.update_owned`: the owner gets ``W`` and ``G`` whole, updates ``W`` in place, and the
+  new ``W`` goes back (Pion: its update depends on ``W``).
+- :meth:`~ShardedExchange.step_owned`: the owner gets ``G`` whole and computes an update direction; the
+  direction goes back and every rank applies it to its own rows (Muon: its direction does not depend on ``W``
+  and is already bf16, so this moves about half the bytes).
+
+The optimizer never sees the layout.
 
 - :class:`LocalExchange`: one process holds and owns everything.
 - :class:`ShardedExchange`: ranks of a process group hold row ranges of each matrix (:class:`RowLayout`):
@@ -29,6 +36,11 @@ from torch.distributed.tensor import DTensor, Replicate, Shard
 UpdateFn = Callable[[int, Tensor, Tensor], None]
 #: ``visit(index, weight)``: read ``weight`` (full matrix, compute dtype); changes to it are not written back.
 VisitFn = Callable[[int, Tensor], None]
+#: ``direction(index, grad)``: the update direction (full matrix) from ``grad`` (full matrix, compute dtype).
+DirectionFn = Callable[[int, Tensor], Tensor]
+#: ``apply(index, weight_rows, direction_rows)``: apply the direction to some rows of the weight (compute dtype)
+#: in place; elementwise, so it gives the same bits on any rows.
+ApplyFn = Callable[[int, Tensor, Tensor], None]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -98,6 +110,14 @@ class LocalExchange:
             with in_compute_dtype(p.detach()) as weight:
                 update(index, weight, p.grad.to(weight.dtype))
 
+    def step_owned(self, params: Sequence[Tensor], owners: Sequence[int], direction: DirectionFn, apply: ApplyFn,
+                   direction_dtype: torch.dtype) -> None:
+        """Compute every matrix's direction from its gradient and apply it to the matrix (see
+        :meth:`ShardedExchange.step_owned`)."""
+        for index, p in enumerate(params):
+            with in_compute_dtype(p.detach()) as weight:
+                apply(index, weight, direction(index, p.grad.to(weight.dtype)).to(direction_dtype))
+
     def visit_owned(self, params: Sequence[Tensor], owners: Sequence[int], visit: VisitFn) -> None:
         """Run ``visit`` on every matrix this rank owns, whole, in its compute dtype (read-only)."""
         for index, p in enumerate(params):
@@ -156,9 +176,9 @@ class ShardedExchange:
     """Exchange over a process group whose ranks store row ranges of every matrix (see :class:`RowLayout`).
 
     Per round of matrices (at most one per owner, so every rank has work in each round): one
-    ``all_to_all_single`` gathers full W and G on the owners (each source sends its rows), the owners update,
-    and one more sends every rank its new rows. Uneven splits carry short and empty shards without padding.
-    The next round's gather is in flight while this round computes.
+    ``all_to_all_single`` gathers what the owners need whole (each source sends its rows), the owners compute,
+    and one more sends every rank its rows of the result. Uneven splits carry short and empty shards without
+    padding. The next round's gather is in flight while this round computes.
 
     Args:
         group: the process group (None: the default group).
@@ -182,18 +202,51 @@ class ShardedExchange:
         return self.max_over_ranks(flags.to(torch.int32)).bool()
 
     def update_owned(self, params: Sequence[Tensor], owners: Sequence[int], update: UpdateFn) -> None:
-        """Run ``update`` on every matrix this rank owns and write the results back into every rank's rows."""
+        """Run ``update`` on every matrix this rank owns, gathered whole (W and G, compute dtype), and write the
+        new W back into every rank's rows (compute dtype)."""
+
+        def compute(index: int, weight: Tensor, grad: Tensor) -> Tensor:
+            update(index, weight, grad)
+            return weight
+
+        def write(index: int, rows: Tensor) -> None:
+            local_tensor(params[index]).copy_(rows)
+
+        self._owned_rounds(params, owners, compute, write, with_weight=True, result_dtype=None)
+
+    def step_owned(self, params: Sequence[Tensor], owners: Sequence[int], direction: DirectionFn, apply: ApplyFn,
+                   direction_dtype: torch.dtype) -> None:
+        """Run ``direction`` on the gradient of every matrix this rank owns, gathered whole (G only, compute
+        dtype), send every rank its rows of the direction in ``direction_dtype``, and let every rank ``apply``
+        them to its own rows of W. The result equals applying the whole direction to the whole W (``apply`` is
+        elementwise); a direction exact in ``direction_dtype`` loses nothing on the way."""
+
+        def compute(index: int, weight: None, grad: Tensor) -> Tensor:
+            return direction(index, grad).to(direction_dtype)
+
+        def write(index: int, rows: Tensor) -> None:
+            with in_compute_dtype(local_tensor(params[index]).detach()) as weight:
+                apply(index, weight, rows)
+
+        self._owned_rounds(params, owners, compute, write, with_weight=False, result_dtype=direction_dtype)
+
+    def _owned_rounds(self, params, owners, compute: Callable[[int, Tensor | None, Tensor], Tensor],
+                      write: Callable[[int, Tensor], None], with_weight: bool,
+                      result_dtype: torch.dtype | None) -> None:
+        """Round by round: gather G (and W with ``with_weight``) on the owners, ``compute`` each owned matrix's
+        full result, and scatter its rows, each rank passing its own rows to ``write``. The result travels in
+        ``result_dtype`` (None: the compute dtype)."""
         rounds = self._rounds(params, owners)
-        gather = self._start_gather(params, owners, rounds[0]) if rounds else None
+        gather = self._start_gather(params, owners, rounds[0], with_weight=with_weight) if rounds else None
         scatter = None
         for r in range(len(rounds)):
             full = gather.finish()
-            gather = self._start_gather(params, owners, rounds[r + 1]) if r + 1 < len(rounds) else None
-            for index, (weight, grad) in full.items():
-                update(index, weight, grad)
+            if r + 1 < len(rounds):
+                gather = self._start_gather(params, owners, rounds[r + 1], with_weight=with_weight)
+            results = {index: compute(index, weight, grad) for index, (weight, grad) in full.items()}
             if scatter is not None:
                 scatter.finish()
-            scatter = self._start_scatter(params, owners, rounds[r], full)
+            scatter = self._start_scatter(params, owners, rounds[r], results, write, result_dtype)
         if scatter is not None:
             scatter.finish()
 
@@ -243,52 +296,51 @@ class ShardedExchange:
         return rounds
 
     # ------------------------------------------------------------------ communication
-    def _start_gather(self, params, owners, batch: list[int], with_grad: bool = True) -> _Transfer:
-        """Sources send their rows of W and G (only W without ``with_grad``; compute dtype) to each owner in
-        ``batch``; the result maps each owned index to ``(weight, grad or None)``."""
+    def _start_gather(self, params, owners, batch: list[int], with_weight: bool = True,
+                      with_grad: bool = True) -> _Transfer:
+        """Sources send their rows of W and G (either may be left out; compute dtype) to each owner in
+        ``batch``; the result maps each owned index to ``(weight or None, grad or None)``."""
         me, layout = self.rank, self.layout
         dtype = compute_dtype(params[batch[0]].dtype)
         sends: list[list[Tensor]] = [[] for _ in range(self.world_size)]
         recv_numel = [0] * self.world_size
         for index in batch:
             p, owner = params[index], owners[index]
+            parts = [t for t, wanted in ((p, with_weight), (p.grad, with_grad)) if wanted]
             rows, cols = p.shape
             if owner == me:
                 for k in layout.sources(me):
                     if k != me:
                         start, stop = layout.rows(k, rows)
-                        recv_numel[k] += (2 if with_grad else 1) * (stop - start) * cols
+                        recv_numel[k] += len(parts) * (stop - start) * cols
             elif me in layout.sources(owner):
-                sends[owner] += [local_tensor(p), local_tensor(p.grad)] if with_grad else [local_tensor(p)]
+                sends[owner] += [local_tensor(t) for t in parts]
 
-        def assemble(received: list[_Received]) -> dict[int, tuple[Tensor, Tensor]]:
+        def assemble(received: list[_Received]) -> dict[int, tuple[Tensor | None, Tensor | None]]:
             full = {}
             for index in batch:
                 p = params[index]
                 if owners[index] != me:
                     continue
                 rows, cols = p.shape
-                weight = torch.empty(rows, cols, dtype=dtype, device=p.device)
-                grad = torch.empty_like(weight) if with_grad else None
+                parts = [(t, torch.empty(rows, cols, dtype=dtype, device=p.device))
+                         for t, wanted in ((p, with_weight), (p.grad, with_grad)) if wanted]
                 for k in layout.sources(me):
                     start, stop = layout.rows(k, rows)
-                    if k == me:
-                        weight[start:stop] = local_tensor(p)
-                        if with_grad:
-                            grad[start:stop] = local_tensor(p.grad)
-                    else:
-                        weight[start:stop] = received[k].take((stop - start, cols))
-                        if with_grad:
-                            grad[start:stop] = received[k].take((stop - start, cols))
-                full[index] = (weight, grad)
+                    for source, whole in parts:  # in the order the sources sent them
+                        whole[start:stop] = local_tensor(source) if k == me else received[k].take((stop - start, cols))
+                wholes = iter(whole for _, whole in parts)
+                full[index] = (next(wholes) if with_weight else None, next(wholes) if with_grad else None)
             return full
 
         return _Transfer(sends, recv_numel, dtype, params[batch[0]].device, self.group, then=assemble)
 
-    def _start_scatter(self, params, owners, batch: list[int], full: dict[int, tuple[Tensor, Tensor]]) -> _Transfer:
-        """Owners send every other rank its rows of the updated W; each rank writes what it receives."""
+    def _start_scatter(self, params, owners, batch: list[int], results: dict[int, Tensor],
+                       write: Callable[[int, Tensor], None], dtype: torch.dtype | None) -> _Transfer:
+        """Owners send every other rank its rows of each full result (in ``dtype``; None: the compute dtype);
+        every rank, owner included, passes its own rows to ``write``."""
         me, layout = self.rank, self.layout
-        dtype = compute_dtype(params[batch[0]].dtype)
+        dtype = dtype or compute_dtype(params[batch[0]].dtype)
         sends: list[list[Tensor]] = [[] for _ in range(self.world_size)]
         recv_numel = [0] * self.world_size
         for index in batch:
@@ -296,24 +348,24 @@ class ShardedExchange:
             rows, cols = p.shape
             start, stop = layout.rows(me, rows)
             if owner == me:
-                weight = full[index][0]
+                result = results[index]
                 for k in range(self.world_size):
                     if k == me:
                         continue
                     k_start, k_stop = layout.rows(k, rows)
-                    sends[k].append(weight[k_start:k_stop])
-                local_tensor(p).copy_(weight[start:stop])
+                    sends[k].append(result[k_start:k_stop])
+                write(index, result[start:stop])
             else:
                 recv_numel[owner] += (stop - start) * cols
 
-        def write_back(received: list[_Received]) -> None:
+        def write_received(received: list[_Received]) -> None:
             for index in batch:
                 p, owner = params[index], owners[index]
                 if owner != me:
                     start, stop = layout.rows(me, p.shape[0])
-                    local_tensor(p).copy_(received[owner].take((stop - start, p.shape[1])))
+                    write(index, received[owner].take((stop - start, p.shape[1])))
 
-        return _Transfer(sends, recv_numel, dtype, params[batch[0]].device, self.group, then=write_back)
+        return _Transfer(sends, recv_numel, dtype, params[batch[0]].device, self.group, then=write_received)
 
 
 class _Received:
