@@ -36,17 +36,30 @@ def _step(opt, params, grads):
     opt.step()
 
 
-def test_adamw_fallback_matches_torch_adamw():
-    groups, params = _model_groups("pion")
-    opt = Pion(groups, lr=0.01, adamw_betas=(0.8, 0.99), adamw_eps=1e-6, adamw_weight_decay=0.1)
-    twins = [torch.nn.Parameter(p.detach().clone()) for p in params[1:]]
-    ref = torch.optim.AdamW(twins, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
-    for grads in _grads(params, 5):
-        _step(opt, params, grads)
-        _step(ref, twins, grads[1:])
-    for p, t in zip(params[1:], twins):
-        torch.testing.assert_close(p.detach(), t.detach(), rtol=1e-6, atol=1e-7)
-    assert set(opt.state[params[1]]) == {"step", "exp_avg", "exp_avg_sq"}
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamw_fallback_matches_torch_adamw_to_the_bit(foreach):
+    # torch's AdamW puts eps after the bias correction, as the fallback's default form does; fp32 and fp64
+    # tensors in one group, and one tensor that sits out a step so the tensors' step counts differ.
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=dtype))
+              for shape, dtype in (((4, 2, 3), torch.float32), ((6,), torch.float32), ((5, 2), torch.float64))]
+    opt = Pion([{"params": params, "algorithm": "adamw"}], lr=0.01, adamw_betas=(0.8, 0.99), adamw_eps=1e-6,
+               adamw_weight_decay=0.1)
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    initial = [p.detach().clone() for p in params]
+    ref = torch.optim.AdamW(twins, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, foreach=foreach)
+    for step in range(5):
+        grads = [None if step == 2 and i == 1 else torch.randn(p.shape, generator=gen, dtype=p.dtype)
+                 for i, p in enumerate(params)]
+        for p, t, g in zip(params, twins, grads):
+            p.grad, t.grad = g, None if g is None else g.clone()
+        opt.step()
+        ref.step()
+    for p, t, before in zip(params, twins, initial):
+        assert torch.equal(p.detach(), t.detach())
+        assert (p.detach() - before).abs().max() > 0.01  # the comparison is not vacuous
+    assert [int(opt.state[p]["step"]) for p in params] == [5, 4, 5]
+    assert set(opt.state[params[0]]) == {"step", "exp_avg", "exp_avg_sq"}
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

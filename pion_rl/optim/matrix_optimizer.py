@@ -7,6 +7,7 @@ state size; the exchange (see
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -364,17 +365,23 @@ class MatrixOptimizer(torch.optim.Optimizer):
             params, owners, lambda i, weight, grad: self._matrix_update(params[i], weight, grad, group))
 
     def _adamw_group(self, group: dict[str, Any], params: Iterable[Tensor]) -> None:
-        # AdamW is elementwise: each rank updates its own shard, no communication.
-        for p in params:
-            state = self.state[p]
-            with in_compute_dtype(local_tensor(p)) as param:
+        # AdamW is elementwise: each rank updates its own shard, no communication; one multi-tensor step.
+        with contextlib.ExitStack() as stack:
+            weights, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in params:
+                weight = stack.enter_context(in_compute_dtype(local_tensor(p)))
+                state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(param)
-                    state["exp_avg_sq"] = torch.zeros_like(param)
+                    state["exp_avg"] = torch.zeros_like(weight)
+                    state["exp_avg_sq"] = torch.zeros_like(weight)
                 state["step"] += 1
-                adamw_step(
-                    param, local_tensor(p.grad).to(param.dtype), state["exp_avg"], state["exp_avg_sq"],
-                    int(state["step"].item()), lr=group["lr"], betas=group["adamw_betas"], eps=group["adamw_eps"],
-                    weight_decay=group["adamw_weight_decay"], eps_form=group["adamw_eps_form"],
-                )
+                weights.append(weight)
+                grads.append(local_tensor(p.grad).to(weight.dtype))
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(int(state["step"].item()))
+            adamw_step(
+                weights, grads, exp_avgs, exp_avg_sqs, steps, lr=group["lr"], betas=group["adamw_betas"],
+                eps=group["adamw_eps"], weight_decay=group["adamw_weight_decay"], eps_form=group["adamw_eps_form"],
+            )
