@@ -223,11 +223,11 @@ def step_stats(m: ModelShape, device) -> dict:
     grads = [torch.randn(blocks, rows, cols, generator=gen, device=device) * 1e-3 for _ in range(2)]
     out = {}
     for precision in ("fp32", "bf16"):
-        settings = PionSettings(lr=1e-3, precision=precision, **RECIPE)
+        settings = PionSettings(precision=precision, **RECIPE)
         w = w0.clone()
         state = {k: torch.zeros(s, device=device) for k, s in state_shapes(settings, blocks, rows, cols).items()}
         for step, g in enumerate(grads, start=1):
-            stats = pion_step(w, g, state, step, settings)
+            stats = pion_step(w, g, state, step, settings, lr=1e-3)
             out[f"{precision}_step{step}"] = {k: v.tolist() for k, v in stats.items()}
     return out
 

@@ -34,7 +34,7 @@ def layer_matrices(m: ModelShape) -> dict[str, tuple[int, int, int]]:
 
 def per_update_difference(m: ModelShape, steps: int, lr: float = 1e-3, seed: int = 0) -> dict[str, list[float]]:
     gen = torch.Generator().manual_seed(seed)
-    fp32, bf16 = (PionSettings(lr=lr, precision=p, **RECIPE) for p in ("fp32", "bf16"))
+    fp32, bf16 = (PionSettings(precision=p, **RECIPE) for p in ("fp32", "bf16"))
     out = {}
     for name, (blocks, rows, cols) in layer_matrices(m).items():
         w = torch.randn(blocks, rows, cols, generator=gen) * 0.02
@@ -44,8 +44,8 @@ def per_update_difference(m: ModelShape, steps: int, lr: float = 1e-3, seed: int
             g = torch.randn(blocks, rows, cols, generator=gen) * 1e-3
             w_bf16, state_bf16 = w.clone(), {k: v.clone() for k, v in state.items()}
             before = w.clone()
-            pion_step(w_bf16, g, state_bf16, step, bf16)
-            pion_step(w, g, state, step, fp32)
+            pion_step(w_bf16, g, state_bf16, step, bf16, lr)
+            pion_step(w, g, state, step, fp32, lr)
             out[name].append(((w_bf16 - w).norm() / (w - before).norm()).item())
             del w_bf16, state_bf16
     return out

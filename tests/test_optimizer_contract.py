@@ -341,3 +341,34 @@ def test_muon_state_into_pion_is_a_clear_error_and_changes_nothing():
     with pytest.raises(ValueError, match=r"the saved state is not Pion's: its param group 0 has algorithm 'muon'"):
         opt.load_state_dict(saved)
     _assert_unchanged(opt, before)
+
+
+def test_pion_settings_are_built_when_groups_are_added_or_loaded_not_per_step(monkeypatch):
+    from pion_rl.optim import pion_math
+
+    built = []
+    original = pion_math.PionSettings.from_group
+    monkeypatch.setattr(pion_math.PionSettings, "from_group", classmethod(
+        lambda cls, group: built.append(group["update_side"]) or original(group)))
+    params = [torch.nn.Parameter(torch.randn(5, 3, generator=torch.Generator().manual_seed(i))) for i in range(3)]
+    opt = Pion([{"params": params[:2]}], lr=0.05, update_side="right")
+    opt.add_param_group({"params": params[2:], "update_side": "both"})
+    built.clear()
+    for grads in _grads(params, 3):
+        _step(opt, params, grads)
+    assert built == []  # three steps of three matrices: nothing rebuilt
+    # A state saved with update_side="left" steps as "left" once loaded: the loaded groups' settings are rebuilt.
+    left = Pion([{"params": params[:2]}, {"params": params[2:]}], lr=0.05, update_side="left")
+    twin = Pion([{"params": params[:2]}, {"params": params[2:]}], lr=0.05, update_side="right")
+    twin.load_state_dict(left.state_dict())
+    grads = _grads(params, 1, seed=7)[0]
+    snapshot = [p.detach().clone() for p in params]
+    _step(left, params, grads)
+    after_left = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, s in zip(params, snapshot):
+            p.copy_(s)
+    built.clear()
+    _step(twin, params, grads)
+    assert all(torch.equal(p.detach(), a) for p, a in zip(params, after_left))
+    assert built == []

@@ -161,9 +161,9 @@ def test_bf16_generators_keep_exact_maps_exactly_orthogonal(variant):
         torch.testing.assert_close(torch.linalg.svdvals(after), torch.linalg.svdvals(before), rtol=1e-12, atol=0)
 
 
-def _first_step(settings, w, g):
+def _first_step(settings, w, g, lr):
     state = {k: torch.zeros(s, dtype=w.dtype) for k, s in state_shapes(settings, *w.shape).items()}
-    return pion_step(w.clone(), g, state, 1, settings)
+    return pion_step(w.clone(), g, state, 1, settings, lr)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -178,17 +178,17 @@ def test_pion_step_reports_step_size_and_generator_norm_per_block(precision):
     bound = 4 * U if precision == "bf16" else 1e-12
     for side, base, norms in (("right", w @ a_in, [a_in]), ("left", a_out @ w, [a_out]),
                               ("both", a_out @ w + w @ a_in, [a_in, a_out])):
-        stats = _first_step(PionSettings(lr=lr, update_side=side, precision=precision), w, g)
+        stats = _first_step(PionSettings(update_side=side, precision=precision), w, g, lr)
         alpha = lr * c * math.sqrt(60) / torch.linalg.matrix_norm(base)
         generator_norm = alpha * torch.stack([torch.linalg.matrix_norm(a) for a in norms]).mean(0)
         assert stats["step_size"].shape == stats["generator_norm"].shape == (4,)
         torch.testing.assert_close(stats["step_size"], alpha, rtol=bound, atol=0)
         torch.testing.assert_close(stats["generator_norm"], generator_norm, rtol=bound, atol=0)
-    stats = _first_step(PionSettings(lr=lr, scaling="none", update_side="right"), w, g)
+    stats = _first_step(PionSettings(scaling="none", update_side="right"), w, g, lr)
     torch.testing.assert_close(stats["step_size"], torch.full((4,), lr, dtype=torch.float64))
     torch.testing.assert_close(stats["generator_norm"], lr * torch.linalg.matrix_norm(a_in))
-    stats = _first_step(PionSettings(lr=lr, variant="msign", msign_lambda=2.0, update_side="right",
-                                     precision=precision), w, g)
+    stats = _first_step(PionSettings(variant="msign", msign_lambda=2.0, update_side="right", precision=precision),
+                        w, g, lr)
     torch.testing.assert_close(stats["step_size"], torch.full((4,), 2 * lr, dtype=torch.float64))
     # msign's generator has singular values near 1 (Newton-Schulz lands them in ~[0.7, 1.2]) on its rank.
     rank = torch.linalg.matrix_rank(a_in)

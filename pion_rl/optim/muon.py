@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .matrix_optimizer import MatrixOptimizer, Number
+from .matrix_optimizer import MatrixOptimizer
+from .options import Number
 from .muon_math import muon_apply, muon_direction
 from .newton_schulz import NS_COEFFICIENTS
 

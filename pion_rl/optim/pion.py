@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .matrix_optimizer import MatrixOptimizer, Number
+from .matrix_optimizer import MatrixOptimizer
+from .options import Number
 from .pion_math import PionSettings, pion_step, state_shapes
 
 
@@ -55,13 +56,8 @@ class Pion(MatrixOptimizer):
     """
 
     algorithm = "pion"
-    numeric_options = {
-        "degree": Number(low=1, integer=True), "rms_scale": Number(low=0.0, low_open=True),
-        "betas": Number(low=0.0, high=1.0, high_open=True, length=2, optional=True),
-        "eps": Number(low=0.0, low_open=True), "row_block": Number(low=1, integer=True, optional=True),
-        "msign_steps": Number(low=1, integer=True), "msign_lambda": Number(low=0.0, low_open=True),
-        "weight_decay": Number(low=0.0),
-    }
+    #: The options :class:`~pion_rl.optim.pion_math.PionSettings` does not hold (it checks the rest).
+    numeric_options = {"row_block": Number(low=1, integer=True, optional=True), "weight_decay": Number(low=0.0)}
 
     def __init__(
         self,
@@ -99,6 +95,8 @@ class Pion(MatrixOptimizer):
             adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
             adamw_eps_form=adamw_eps_form,
         )
+        #: Per Pion group (by id, with the group itself): its settings, built when the group is added or loaded.
+        self._settings: dict[int, tuple[dict[str, Any], PionSettings]] = {}
         super().__init__(params, defaults, head_dim=head_dim, process_group=process_group)
         #: Per matrix updated on this rank in the last step: ``pion_step``'s ``step_size`` and ``generator_norm``
         #: tensors ``(blocks,)`` (see :func:`pion_rl.optim.pion_math.pion_step`); read by the telemetry.
@@ -108,13 +106,29 @@ class Pion(MatrixOptimizer):
         self.last_step_stats = {}  # only this step's matrices
         return super().step(closure)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._build_settings()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._build_settings()  # the loaded groups are new dicts, possibly with other options
+
+    def _build_settings(self) -> None:
+        self._settings = {id(g): (g, self._settings_of(g)) for g in self.param_groups if g["algorithm"] == "pion"}
+
+    def _settings_of(self, group: dict[str, Any]) -> PionSettings:
+        """``group``'s settings: those built when it was added or loaded, or (for a group being checked) new."""
+        built = self._settings.get(id(group))
+        return built[1] if built is not None and built[0] is group else PionSettings.from_group(group)
+
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
-        PionSettings.from_group(group)
+        self._settings_of(group)  # PionSettings checks its options
         if group["weight_decay"]:
             # verl passes its optim.weight_decay (0.01 by default) to every optimizer; say what it does here.
             warnings.warn(
                 f"Pion: weight_decay={group['weight_decay']} shrinks the singular values of Pion matrices every "
-                f"step, which Pion otherwise preserves; the spec's Pion uses 0 (the AdamW fallback has its own "
+                f"step, which Pion otherwise preserves; the paper's Pion uses 0 (the AdamW fallback has its own "
                 f"adamw_weight_decay)", stacklevel=3)
         block = group["row_block"]
         for i, p in enumerate(group["params"]):
@@ -128,10 +142,10 @@ class Pion(MatrixOptimizer):
         return rows // block, block, cols
 
     def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        return state_shapes(PionSettings.from_group(group), *self._blocks(p, group))
+        return state_shapes(self._settings_of(group), *self._blocks(p, group))
 
     def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
-        settings = PionSettings.from_group(group)
+        settings = self._settings_of(group)
         blocks, rows, cols = self._blocks(p, group)
         state = self.state[p]
         if not state:
@@ -140,7 +154,7 @@ class Pion(MatrixOptimizer):
                 state[key] = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
         state["step"] += 1
         if group["weight_decay"]:
-            weight.mul_(1.0 - settings.lr * group["weight_decay"])
+            weight.mul_(1.0 - float(group["lr"]) * group["weight_decay"])
         buffers = {k: v for k, v in state.items() if k != "step"}
         self.last_step_stats[p] = pion_step(weight.view(blocks, rows, cols), grad.view(blocks, rows, cols), buffers,
-                                            int(state["step"].item()), settings)
+                                            int(state["step"].item()), settings, float(group["lr"]))

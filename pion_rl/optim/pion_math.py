@@ -7,14 +7,15 @@ matrix products are rounded. The optimizer class owns state and bookkeeping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 from .exp_maps import EXP_MAPS, rotate_left, rotate_right
 from .lie import left_generator, left_product, right_generator, right_product, rms_step_size, skew
-from .newton_schulz import NS_SCHEDULES, msign, msign_of_skew_product
+from .newton_schulz import NS_SCHEDULES, coefficient_schedule, msign, msign_of_skew_product
+from .options import Number
 from .precision import (PRECISIONS, accumulate_product, as_multiplier, generator_dtype, steering_inputs,
                         times_generator)
 
@@ -26,18 +27,33 @@ SCALINGS = ("rms", "none")
 DEFAULT_BETAS = {"lie_lie": (0.9, 0.999), "transported_ambient_ambient": (0.9, 0.999), "msign": (0.95, 0.999)}
 
 
+#: The numeric options of :class:`PionSettings` and the values each may take.
+NUMERIC_OPTIONS = {
+    "degree": Number(low=1, integer=True), "rms_scale": Number(low=0.0, low_open=True),
+    "betas": Number(low=0.0, high=1.0, high_open=True, length=2, optional=True),
+    "eps": Number(low=0.0, low_open=True), "msign_steps": Number(low=1, integer=True),
+    "msign_lambda": Number(low=0.0, low_open=True),
+}
+#: The named options of :class:`PionSettings` and their choices (``update_side`` also takes
+#: :data:`SIDE_ALIASES`).
+CHOICES = {"variant": VARIANTS, "update_side": UPDATE_SIDES, "exp_map": EXP_MAPS, "scaling": SCALINGS,
+           "msign_coefficients": tuple(NS_SCHEDULES), "precision": PRECISIONS}
+
+
 @dataclass(frozen=True)
 class PionSettings:
-    """The hyper-parameters of one Pion param group, validated."""
+    """The hyper-parameters of one Pion param group besides ``lr`` (which a scheduler changes every step),
+    validated on construction: the one place Pion's options are checked. ``betas=None`` takes the variant's
+    default (:data:`DEFAULT_BETAS`), ``update_side`` may be an alias (:data:`SIDE_ALIASES`); numbers are
+    stored as Python floats and ints."""
 
-    lr: float
     variant: str = "lie_lie"
     update_side: str = "both"
     exp_map: str = "taylor"
     degree: int = 2
     scaling: str = "rms"
     rms_scale: float = 0.2
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] | None = None
     second_moment: bool = False
     eps: float = 1e-8
     msign_steps: int = 5
@@ -46,44 +62,35 @@ class PionSettings:
     precision: str = "fp32"
 
     def __post_init__(self):
-        def check(ok: bool, what: str):
-            if not ok:
-                raise ValueError(f"Pion: {what}")
-
-        check(self.variant in VARIANTS, f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
-        check(self.update_side in UPDATE_SIDES,
-              f"unknown update_side {self.update_side!r}; expected one of {UPDATE_SIDES} or {tuple(SIDE_ALIASES)}")
-        check(self.exp_map in EXP_MAPS, f"unknown exp_map {self.exp_map!r}; expected one of {EXP_MAPS}")
-        check(self.scaling in SCALINGS, f"unknown scaling {self.scaling!r}; expected one of {SCALINGS}")
-        check(isinstance(self.degree, int) and self.degree >= 1, f"degree must be an int >= 1, got {self.degree!r}")
-        check(self.lr >= 0.0, f"lr must be >= 0, got {self.lr}")
-        check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must lie in [0, 1), got {self.betas}")
-        check(self.eps > 0.0, f"eps must be > 0, got {self.eps}")
-        check(self.msign_steps >= 1, f"msign_steps must be >= 1, got {self.msign_steps}")
-        check(self.msign_coefficients in NS_SCHEDULES,
-              f"unknown msign_coefficients {self.msign_coefficients!r}; expected one of {tuple(NS_SCHEDULES)}")
-        triples = len(NS_SCHEDULES[self.msign_coefficients])
-        check(self.msign_steps % triples == 0,
-              f"msign_steps={self.msign_steps} is not a multiple of the {triples} triples of msign_coefficients="
-              f"{self.msign_coefficients!r}; use a multiple, or msign_coefficients='simple' (one triple, any steps)")
-        check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
-        check(not (self.variant == "msign" and self.second_moment),
-              "the msign variant has no second moment; set second_moment=False")
+        for key, rule in NUMERIC_OPTIONS.items():
+            rule.check("Pion", key, getattr(self, key))
+        for key, choices in CHOICES.items():
+            value = getattr(self, key)
+            if value not in choices and not (key == "update_side" and value in SIDE_ALIASES):
+                aliases = f" or {tuple(SIDE_ALIASES)}" if key == "update_side" else ""
+                raise ValueError(f"Pion: unknown {key} {value!r}; expected one of {choices}{aliases}")
+        if self.variant == "msign" and self.second_moment:
+            raise ValueError("Pion: the msign variant has no second moment; set second_moment=False")
+        schedule = NS_SCHEDULES[self.msign_coefficients]
+        try:
+            coefficient_schedule(schedule, self.msign_steps)  # the schedule's own rule for its step counts
+        except ValueError:
+            raise ValueError(
+                f"Pion: msign_steps={self.msign_steps} is not a multiple of the {len(schedule)} triples of "
+                f"msign_coefficients={self.msign_coefficients!r}; use a multiple, or msign_coefficients='simple' "
+                f"(one triple, any steps)") from None
+        betas = self.betas if self.betas is not None else DEFAULT_BETAS[self.variant]
+        normal = dict(update_side=SIDE_ALIASES.get(self.update_side, self.update_side), degree=int(self.degree),
+                      rms_scale=float(self.rms_scale), betas=tuple(float(b) for b in betas),
+                      second_moment=bool(self.second_moment), eps=float(self.eps),
+                      msign_steps=int(self.msign_steps), msign_lambda=float(self.msign_lambda))
+        for key, value in normal.items():
+            object.__setattr__(self, key, value)
 
     @classmethod
-    def from_group(cls, group: dict) -> "PionSettings":
-        variant = group["variant"]
-        betas = group["betas"] if group["betas"] is not None else DEFAULT_BETAS.get(variant, (0.9, 0.999))
-        return cls(
-            lr=float(group["lr"]), variant=variant,
-            update_side=SIDE_ALIASES.get(group["update_side"], group["update_side"]),
-            exp_map=group["exp_map"], degree=group["degree"], scaling=group["scaling"],
-            rms_scale=float(group["rms_scale"]), betas=tuple(float(b) for b in betas),
-            second_moment=bool(group["second_moment"]), eps=float(group["eps"]),
-            msign_steps=int(group["msign_steps"]), msign_coefficients=group["msign_coefficients"],
-            msign_lambda=float(group["msign_lambda"]),
-            precision=group["precision"],
-        )
+    def from_group(cls, group: dict) -> PionSettings:
+        """The settings of a Pion param group (its options filled in)."""
+        return cls(**{f.name: group[f.name] for f in fields(cls)})
 
     def sides(self, step: int) -> tuple[bool, bool]:
         """``(right, left)``: which rotations step ``step`` (counted from 1) applies."""
@@ -148,7 +155,8 @@ def _msign_generator(w: Tensor, m: Tensor, right: bool, s: PionSettings, compute
     return u if s.precision == "fp32" else skew(0.5 * u, torch.bfloat16)  # halving is exact: one rounding
 
 
-def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: PionSettings) -> dict[str, Tensor]:
+def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: PionSettings,
+              lr: float) -> dict[str, Tensor]:
     """Update ``w`` and the momentum buffers of ``state`` in place.
 
     Args:
@@ -159,6 +167,8 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
             are their skew parts (the EMA is linear), so each update is one pass with no ``X - X^T`` formed,
             and only the applied side's skew part is ever formed.
         step: this parameter's step number, counting from 1 (selects the side under ``alternate``).
+        s: the group's settings.
+        lr: the learning rate (a Python float).
     Returns:
         ``{"step_size": (B,), "generator_norm": (B,)}`` in the compute dtype: the step applied to each block
         (the RMS-scaled alpha, ``lr``, or ``lr * msign_lambda``; positive, the descent sign excluded; 0 where
@@ -210,12 +220,12 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
     wa = times_generator(w, a_in) if a_in is not None else None
     aw = times_generator(w, a_out, left=True) if a_out is not None else None
     if s.variant == "msign":
-        step_size = torch.full((*lead, 1, 1), s.lr * s.msign_lambda, dtype=compute, device=w.device)
+        step_size = torch.full((*lead, 1, 1), lr * s.msign_lambda, dtype=compute, device=w.device)
     elif s.scaling == "rms":
         base = wa if aw is None else aw if wa is None else wa + aw
-        step_size = rms_step_size(base, s.lr, s.rms_scale)
+        step_size = rms_step_size(base, lr, s.rms_scale)
     else:
-        step_size = torch.full((*lead, 1, 1), s.lr, dtype=compute, device=w.device)
+        step_size = torch.full((*lead, 1, 1), lr, dtype=compute, device=w.device)
     scale = -step_size  # descend: rotate along -a
 
     # Right first, then left, as the spec's bilateral map says.
