@@ -44,7 +44,7 @@ def _ns_msign(s, steps, coefficients="quintic"):
 
 
 class ReferencePion:
-    """Pion on a list of 2-D tensors (updated in place); options as in the spec."""
+    """Pion on a list of 2-D tensors (updated in place); options as in the paper."""
 
     def __init__(self, weights, lr, variant="lie_lie", update_side="both", exp_map="taylor", degree=2,
                  scaling="rms", c=0.2, betas=None, second_moment=False, eps=1e-8, row_block=None,

@@ -1,4 +1,4 @@
-"""Pion against a naive reference written from the spec, on one device, in float64."""
+"""Pion against a naive reference written from the paper, on one device, in float64."""
 
 import itertools
 

@@ -172,7 +172,7 @@ def test_pion_step_reports_step_size_and_generator_norm_per_block(precision):
     w = torch.randn(4, 6, 10, generator=gen, dtype=torch.float64)
     g = torch.randn(4, 6, 10, generator=gen, dtype=torch.float64)
     lr, c, beta = 0.01, 0.2, 0.9
-    # Independent: the first momentum is (1 - beta) (W^T G - G^T W); alpha from the spec's RMS rule.
+    # Independent: the first momentum is (1 - beta) (W^T G - G^T W); alpha from the paper's RMS rule.
     a_in = (1 - beta) * (w.mT @ g - g.mT @ w)
     a_out = (1 - beta) * (g @ w.mT - w @ g.mT)
     bound = 4 * U if precision == "bf16" else 1e-12

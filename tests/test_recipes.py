@@ -1,7 +1,7 @@
 """The six GRPO-on-DeepMath recipe scripts, composed for real (DRY_RUN=1) against verl's config tree.
 
 Each script runs as a user would run it (bash, env vars, extra Hydra overrides), with no data, model or GPU.
-The composed configs are checked against the spec's recipe numbers, converted with verl's own config
+The composed configs are checked against the paper's recipe numbers, converted with verl's own config
 dataclasses, built into optimizers by verl's ``build_optimizer``, and diffed across optimizers.
 """
 
@@ -23,7 +23,7 @@ OPTIMIZERS = {"pion": "Pion", "muon": "Muon", "adamw": "AdamW"}
 ENV = {"DATA_DIR": "/nowhere/data", "N_GPUS": "8", "WANDB_PROJECT": "pion-rl-test"}
 BENCHMARKS = ["aime24", "aime25", "amc23", "minerva", "olympiadbench"]
 
-# The spec's RL recipe ("The paper's RL recipe"), per model and shared.
+# The paper's RL recipe, per model and shared.
 PER_MODEL = {
     "qwen3_1.7b": {"data.train_batch_size": 128, "data.max_response_length": 4096, "data.train_max_samples": -1},
     "distilled": {"data.train_batch_size": 64, "data.max_response_length": 8192, "data.train_max_samples": 50000,
@@ -247,7 +247,7 @@ def test_smoke_recipe_composes_a_tiny_run_that_saves_at_step_2(tmp_path):
 
 
 def test_both_recipe_models_get_row_blocks_of_128():
-    """Spec: q/k/v row blocks of head_dim 128 for both models (public configs of the two checkpoints)."""
+    """The paper's recipe: q/k/v row blocks of head_dim 128 for both models (public configs of the two checkpoints)."""
     from transformers import Qwen2Config, Qwen3Config
 
     from pion_rl.verl_plugin.optimizer_config import attention_head_dim

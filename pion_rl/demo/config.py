@@ -41,7 +41,7 @@ class DemoConfig:
     warm_start_steps: int = setting(350, "supervised warm-start steps (cached in out_dir/cache; 0: none)")
     warm_start_batch: int = setting(64, "warm start: problems per step")
     warm_start_lr: float = setting(5e-3, "warm start: AdamW learning rate")
-    # GRPO (the spec's recipe at demo scale: one optimizer step per RL step, KL loss, clip 1.0).
+    # GRPO (the paper's recipe at demo scale: one optimizer step per RL step, KL loss, clip 1.0).
     steps: int = setting(250, "GRPO steps per optimizer (one optimizer step each)")
     prompts_per_step: int = setting(16, "GRPO: prompts per step")
     group_size: int = setting(8, "GRPO: sampled responses per prompt (>= 2)")

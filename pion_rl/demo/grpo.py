@@ -13,7 +13,7 @@ from verl.workers.config import ActorConfig
 
 
 def actor_config(group_size: int, clip_ratio: float = 0.2, kl_loss_coef: float = 0.001) -> ActorConfig:
-    """The verl actor settings the loss reads, as in the spec's recipe: vanilla clipped PPO loss, token-mean
+    """The verl actor settings the loss reads, as in the paper's recipe: vanilla clipped PPO loss, token-mean
     aggregation, KL loss (low_var_kl) against the reference policy, no entropy bonus."""
     return ActorConfig(
         strategy="fsdp",  # required by the dataclass; the demo runs no FSDP

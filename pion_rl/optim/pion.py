@@ -33,7 +33,7 @@ class Pion(MatrixOptimizer):
             ``"quintic"``, five triples as in the official release (``msign_steps`` a multiple of 5), or
             ``"simple"``, Muon's one triple at every step.
         precision: how the matrix products are rounded (:mod:`pion_rl.optim.precision`). ``"fp32"``: all in
-            the compute dtype (fp32; fp64 for fp64 params), the spec-exact reference. ``"bf16"``: the tensor-core
+            the compute dtype (fp32; fp64 for fp64 params), the reference fp32 path. ``"bf16"``: the tensor-core
             path: generators from bf16 inputs, rounded to bf16 (still exactly skew, so every map stays a
             rotation); the rotation's terms ``W A``, ``(W A) A`` precise in W (split into bf16 terms on CUDA)
             with fp32 accumulation; msign's Newton-Schulz in bf16. Only A's rounding remains (about 2^-9
@@ -51,7 +51,7 @@ class Pion(MatrixOptimizer):
 
     State per matrix (top-level tensors of ``optimizer.state[p]``): ``step`` and, for ``lie_lie``, ``m_in``
     ``(d_in, d_in)`` and ``m_out`` ``(d_out, d_out)`` (with a leading block dim under ``row_block``; they hold
-    the EMAs of ``W^T G`` and ``G W^T``, whose skew parts are the spec's momenta), plus
+    the EMAs of ``W^T G`` and ``G W^T``, whose skew parts are the paper's momenta), plus
     ``v_in``/``v_out`` with ``second_moment``; for the other variants ``m`` (and ``v``) shaped like ``W``.
     """
 

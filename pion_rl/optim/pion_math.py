@@ -23,7 +23,7 @@ VARIANTS = ("lie_lie", "transported_ambient_ambient", "msign")
 UPDATE_SIDES = ("both", "alternate", "left", "right")
 SIDE_ALIASES = {"out": "left", "in": "right"}
 SCALINGS = ("rms", "none")
-#: First-moment beta per variant when the caller gives none (the spec's msign uses 0.95).
+#: First-moment beta per variant when the caller gives none (the paper's msign uses 0.95).
 DEFAULT_BETAS = {"lie_lie": (0.9, 0.999), "transported_ambient_ambient": (0.9, 0.999), "msign": (0.95, 0.999)}
 
 
@@ -163,7 +163,7 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         w: ``(B, r, c)`` weights in the compute dtype; ``B`` independent matrices (row blocks).
         g: ``(B, r, c)`` gradient, same dtype.
         state: buffers shaped as :func:`state_shapes` says (viewed to carry the batch dim here). ``lie_lie``
-            keeps ``m_in = EMA(W^T G)`` ``(c, c)`` and ``m_out = EMA(G W^T)`` ``(r, r)``: the spec's momenta
+            keeps ``m_in = EMA(W^T G)`` ``(c, c)`` and ``m_out = EMA(G W^T)`` ``(r, r)``: the paper's momenta
             are their skew parts (the EMA is linear), so each update is one pass with no ``X - X^T`` formed,
             and only the applied side's skew part is ever formed.
         step: this parameter's step number, counting from 1 (selects the side under ``alternate``).
@@ -228,7 +228,7 @@ def pion_step(w: Tensor, g: Tensor, state: dict[str, Tensor], step: int, s: Pion
         step_size = torch.full((*lead, 1, 1), lr, dtype=compute, device=w.device)
     scale = -step_size  # descend: rotate along -a
 
-    # Right first, then left, as the spec's bilateral map says.
+    # Right first, then left, as the paper's bilateral map says.
     if a_in is not None:
         rotate_right(w, a_in, scale, s.exp_map, s.degree, wa=wa, out=w)
         if carried is not None:

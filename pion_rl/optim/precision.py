@@ -1,4 +1,4 @@
-"""How Pion's matrix products are rounded: ``"fp32"`` (the compute dtype, the spec-exact reference) or
+"""How Pion's matrix products are rounded: ``"fp32"`` (the compute dtype: the reference path) or
 ``"bf16"`` (tensor-core inputs, with fp32 kept where the spectrum depends on it).
 
 Under ``"bf16"`` the generators are built from bf16-rounded inputs and rounded to bf16 (exactly skew); the
