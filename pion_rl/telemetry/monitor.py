@@ -37,6 +37,13 @@ TELEMETRY_S = "optim/telemetry_s"
 STATE_GB_MAX_RANK = "optim/state_gb_max_rank"
 PION_STEP_SIZE = "optim/pion/step_size"
 PION_GENERATOR_NORM = "optim/pion/generator_norm"
+#: How each metric combines over the optimizer steps of one RL step (mini-batches): the ``max_*`` ones keep
+#: their max, the others are averaged.
+REDUCTIONS = {
+    UPDATE_RMS: "mean", UPDATE_RMS_ADAMW: "mean", MAX_REL_FRO_CHANGE: "max", MAX_REL_SV_CHANGE: "max",
+    MEAN_REL_SV_CHANGE: "mean", STEP_S: "mean", TELEMETRY_S: "mean", STATE_GB_MAX_RANK: "max",
+    PION_STEP_SIZE: "mean", PION_GENERATOR_NORM: "mean",
+}
 #: Key of the telemetry's entry in the optimizer's ``state_dict()``.
 STATE_KEY = "telemetry"
 
@@ -150,32 +157,34 @@ class OptimizerTelemetry:
         self._snapshot = None
         num_matrices = len(self.matrices)
         stats = list(getattr(self.optimizer, "last_step_stats", {}).values())  # Pion: owner-local
-        sums = torch.cat([
-            torch.stack([
-                sum(update_sq[:num_matrices], zero), sum(update_sq[num_matrices:], zero),
-                sum((s["step_size"].double().sum() for s in stats), zero),
-                sum((s["generator_norm"].double().sum() for s in stats), zero),
-                zero + sum(s["step_size"].numel() for s in stats), sv_sum, sv_count,
-            ]),
-            self._unit_square_norms() / copies,
-        ])
-        maxima = torch.stack([sv_max, zero + self._local_state_bytes(), zero + step_s])
-        sums, maxima = self.exchange.sum_over_ranks(sums).tolist(), self.exchange.max_over_ranks(maxima).tolist()
-        matrix_sq, other_sq, size_sum, norm_sum, blocks, sv_sum, sv_count = sums[:7]
-        fro = torch.tensor(sums[7:], dtype=torch.float64).sqrt()
+        # Named local sums and maxima, reduced over ranks in one all-reduce each (with the unit norms).
+        local_sums = {
+            "matrix_update_sq": sum(update_sq[:num_matrices], zero), "other_update_sq": sum(update_sq[num_matrices:], zero),
+            "step_size": sum((s["step_size"].double().sum() for s in stats), zero),
+            "generator_norm": sum((s["generator_norm"].double().sum() for s in stats), zero),
+            "blocks": zero + sum(s["step_size"].numel() for s in stats), "sv_change": sv_sum, "sv_count": sv_count,
+        }
+        local_maxima = {"sv_change": sv_max, "state_bytes": zero + self._local_state_bytes(), "step_s": zero + step_s}
+        summed = self.exchange.sum_over_ranks(
+            torch.cat([torch.stack(list(local_sums.values())), self._unit_square_norms() / copies])).tolist()
+        sums = dict(zip(local_sums, summed))
+        maxima = dict(zip(local_maxima, self.exchange.max_over_ranks(torch.stack(list(local_maxima.values()))).tolist()))
+        fro = torch.tensor(summed[len(local_sums):], dtype=torch.float64).sqrt()
         reference = self.fro_reference.double().cpu()
         metrics = {
-            UPDATE_RMS: math.sqrt(matrix_sq / max(1, sum(p.numel() for _, p, _ in self.matrices))),
+            UPDATE_RMS: math.sqrt(sums["matrix_update_sq"] / max(1, sum(p.numel() for _, p, _ in self.matrices))),
             MAX_REL_FRO_CHANGE: float(((fro - reference).abs() / reference).max()) if len(fro) else 0.0,
-            STEP_S: maxima[2],
-            STATE_GB_MAX_RANK: maxima[1] / 1e9,
+            STEP_S: maxima["step_s"],
+            STATE_GB_MAX_RANK: maxima["state_bytes"] / 1e9,
         }
         if self.others:
-            metrics[UPDATE_RMS_ADAMW] = math.sqrt(other_sq / sum(p.numel() for _, p in self.others))
-        if sv_count:
-            metrics[MAX_REL_SV_CHANGE], metrics[MEAN_REL_SV_CHANGE] = maxima[0], sv_sum / sv_count
-        if blocks:
-            metrics[PION_STEP_SIZE], metrics[PION_GENERATOR_NORM] = size_sum / blocks, norm_sum / blocks
+            metrics[UPDATE_RMS_ADAMW] = math.sqrt(sums["other_update_sq"] / sum(p.numel() for _, p in self.others))
+        if sums["sv_count"]:
+            metrics[MAX_REL_SV_CHANGE] = maxima["sv_change"]
+            metrics[MEAN_REL_SV_CHANGE] = sums["sv_change"] / sums["sv_count"]
+        if sums["blocks"]:
+            metrics[PION_STEP_SIZE] = sums["step_size"] / sums["blocks"]
+            metrics[PION_GENERATOR_NORM] = sums["generator_norm"] / sums["blocks"]
         metrics[TELEMETRY_S] = self._own_s + time.perf_counter() - after_started
         self._metrics = metrics
 

@@ -25,6 +25,8 @@ from verl.utils.device import get_device_name, get_vendor
 from verl.utils.metric import Metric
 from verl.workers.engine import EngineRegistry, FSDPEngineWithLMHead
 
+from pion_rl.telemetry.monitor import REDUCTIONS
+
 from .optimizer_config import build_optimizer_with_telemetry, check_optimizer_config, uses_pion_rl
 
 
@@ -66,9 +68,8 @@ class NamedParamsFSDPEngine(FSDPEngineWithLMHead):
         """The telemetry of the optimizer step just taken, as verl metrics (``{}`` without telemetry or step).
 
         Every rank holds the same numbers, so verl's aggregation over data-parallel ranks keeps them; over
-        several mini-batches of one RL step the ``max_*`` ones keep their max, the others are averaged.
+        several mini-batches of one RL step each combines as its telemetry declares (``REDUCTIONS``).
         """
         if self.telemetry is None:
             return {}
-        return {name: Metric("max" if "max" in name else "mean", value)
-                for name, value in self.telemetry.pop_metrics().items()}
+        return {name: Metric(REDUCTIONS[name], value) for name, value in self.telemetry.pop_metrics().items()}
