@@ -2,7 +2,7 @@
 
 import pytest
 
-from scratch_tmp import private_tempdir
+from suite_tempdir import private_tempdir
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from gloo_ranks import HANG_GUARD_S, run_on_ranks
-from scratch_tmp import private_tempdir
+from suite_tempdir import private_tempdir
 
 REPO = Path(__file__).resolve().parents[1]
 

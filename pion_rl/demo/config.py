@@ -13,7 +13,7 @@ OPTIMIZERS = ("adamw", "muon", "pion")
 WANDB_SETTINGS = ("auto", "online", "offline", "disabled")
 #: Every int field must be >= 1 and every float field finite and > 0, except these.
 ANY_INT = ("seed",)
-MAY_BE_ZERO = ("warm_start_steps", "kl_loss_coef", "weight_decay")
+MAY_BE_ZERO = ("warm_start_steps", "kl_loss_coef")
 
 
 def setting(default, help: str):
@@ -51,7 +51,6 @@ class DemoConfig:
     clip_ratio: float = setting(0.2, "PPO clip ratio")
     kl_loss_coef: float = setting(0.001, "KL loss coefficient (low_var_kl against the warm start; 0: none)")
     grad_clip: float = setting(1.0, "gradient-norm clip")
-    weight_decay: float = setting(0.01, "weight decay (0: none)")
     # Optimizer telemetry (actor/optim/*, as the GPU recipes log it).
     spectrum_every: int = setting(10, "telemetry: singular values every this many steps")
     # Held-out evaluation during training: mean accuracy over `eval_samples` sampled answers per problem (avg@k).

@@ -277,8 +277,8 @@ class MatrixOptimizer(torch.optim.Optimizer):
         if not entries:
             return
         grads = [local_tensor(g["params"][i].grad) for g, i in entries]
-        # A NaN or inf makes the sum non-finite: one reducing pass per gradient (isfinite().all() makes three,
-        # 22 ms against 0.8 ms on 6144 x 2048 on a 2-core CPU). A finite gradient can overflow its sum, so a
+        # A NaN or inf makes the sum non-finite: one reducing pass per gradient (isfinite().all() makes three;
+        # benchmarks/README.md, "Figures behind design choices"). A finite gradient can overflow its sum, so a
         # non-finite sum is confirmed elementwise.
         bad = ~torch.isfinite(torch.stack([grad.sum().float() for grad in grads]))
         if bad.any():

@@ -75,7 +75,7 @@ def msign(
     y = y / y.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
     batch_shape = y.shape[:-2]
     # One matrix stays 2-D: CPU's batched bf16 GEMM copies a transposed operand, 2-D BLAS takes it as a flag
-    # (Newton-Schulz on 2048 x 6144: 0.72 s against 0.94 s as a batch of one).
+    # (measured: benchmarks/README.md, "Figures behind design choices").
     y = y.reshape(-1, *y.shape[-2:]) if batch_shape else y
     addmm = torch.baddbmm if batch_shape else torch.addmm
     for a, b, c in coefficients:

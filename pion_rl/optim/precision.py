@@ -66,9 +66,8 @@ def steering_inputs(*xs: Tensor, precision: str) -> tuple[Tensor, ...]:
 #: On CPU a bf16 steering product with a contraction this short or shorter is accumulated into its buffer by
 #: one fp32 ``baddbmm_`` of the rounded inputs (the CUDA kernel's arithmetic): with so little work per output
 #: the product is memory-bound there, and the fused GEMM passes over the buffer once, where a bf16 product
-#: is written, cast and blended in three passes. Measured on the 2-core CPU of benchmarks/README.md, per-head
-#: q_proj (16 x 2048 x 2048 buffers, contraction 128): 0.10 s fused against 0.14 s; at 256 the two are even,
-#: at 512 fused takes twice as long.
+#: is written, cast and blended in three passes. The threshold is where the fused GEMM stops being faster
+#: (measured: benchmarks/README.md, "Figures behind design choices").
 FUSED_EMA_MAX_CONTRACTION = 128
 
 
