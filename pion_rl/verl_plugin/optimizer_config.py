@@ -121,18 +121,19 @@ def build_optimizer_with_telemetry(module: Any, optim_config: Any, hf_config: An
     """``(optimizer, telemetry or None)`` for a ``pion_rl.optim`` config, as the engine and the demo build them.
 
     The optimizer comes from verl's ``build_optimizer(module.named_parameters(), ...)`` with Pion's head_dim
-    read from the model and the telemetry entry taken out; the telemetry
+    read from the model (``hf_config``; None: only a head_dim the config sets) and the telemetry entry taken out; the telemetry
     (:class:`pion_rl.telemetry.OptimizerTelemetry`) measures q/k/v per head of the same size for every optimizer.
     """
     from verl.workers.config.optimizer import build_optimizer
 
     from pion_rl.telemetry import OptimizerTelemetry
 
-    config = with_head_dim(optim_config, hf_config)
+    config = with_head_dim(optim_config, hf_config) if hf_config is not None else optim_config
     settings = telemetry_settings(config)
     config = without_telemetry(config)
     optimizer = build_optimizer(module.named_parameters(), config)
     if settings is None:
         return optimizer, None
-    head_dim = (config.override_optimizer_config or {}).get("head_dim") or attention_head_dim(hf_config)
+    head_dim = (config.override_optimizer_config or {}).get("head_dim") or (
+        attention_head_dim(hf_config) if hf_config is not None else None)
     return optimizer, OptimizerTelemetry(optimizer, module.named_parameters(), head_dim=head_dim, **settings)

@@ -38,8 +38,8 @@ def _build_actor_optimizer(config: Any) -> None:
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.config.optimizer import build_optimizer
 
-    from .optimizer_config import (attention_head_dim, check_optimizer_config, uses_pion_rl, with_head_dim,
-                                   without_telemetry)
+    from .optimizer_config import (attention_head_dim, build_optimizer_with_telemetry, check_optimizer_config,
+                                   uses_pion_rl)
     from .preflight import model_problem
 
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # as ActorRolloutRefWorker.init_model does
@@ -50,13 +50,9 @@ def _build_actor_optimizer(config: Any) -> None:
     if problem:
         raise ValueError(problem)
     hf_config = _local_model_config(config.actor_rollout_ref.model)
-    if uses_pion_rl(optim):
-        optim = without_telemetry(optim)  # the engine takes the plugin's telemetry entry out, then builds
-        if hf_config is not None:
-            optim = with_head_dim(optim, hf_config)  # what NamedParamsFSDPEngine._build_optimizer does
-        elif optim.optimizer == "Pion" and "head_dim" not in (optim.override_optimizer_config or {}):
-            print(f"dry run: no config of model {config.actor_rollout_ref.model.path!r} on this machine, so "
-                  f"Pion's per-head blocks are not checked against its head size", file=sys.stderr)
+    if hf_config is None and optim.optimizer == "Pion" and "head_dim" not in (optim.override_optimizer_config or {}):
+        print(f"dry run: no config of model {config.actor_rollout_ref.model.path!r} on this machine, so "
+              f"Pion's per-head blocks are not checked against its head size", file=sys.stderr)
     # q_proj gets the model's rows when its config is here, so a head_dim that does not split them fails.
     q_rows = 2 * ((optim.override_optimizer_config or {}).get("head_dim") or _STAND_IN_WIDTH)
     if hf_config is not None:
@@ -65,10 +61,22 @@ def _build_actor_optimizer(config: Any) -> None:
         except ValueError:
             pass  # not an attention model's config; the stand-in's rows stay
     named = _stand_in_parameters(q_rows)
-    # The engine passes names only to pion_rl.optim; every other optimizer gets plain parameters, as in verl.
     with warnings.catch_warnings():  # without the model's config the note above already says q/k/v are unchecked
         warnings.simplefilter("ignore", WholeMatrixAttentionWarning)
-        build_optimizer(named if uses_pion_rl(optim) else [p for _, p in named], optim)
+        if uses_pion_rl(optim):  # the engine's own sequence: head_dim, telemetry out, build, telemetry
+            build_optimizer_with_telemetry(_StandInModule(named), optim, hf_config)
+        else:  # every other optimizer gets plain parameters, as in verl
+            build_optimizer([p for _, p in named], optim)
+
+
+class _StandInModule:
+    """What :func:`build_optimizer_with_telemetry` reads of a module: its named parameters."""
+
+    def __init__(self, named: list[tuple[str, nn.Parameter]]):
+        self._named = named
+
+    def named_parameters(self):
+        return iter(self._named)
 
 
 def _stand_in_parameters(q_rows: int) -> list[tuple[str, nn.Parameter]]:
