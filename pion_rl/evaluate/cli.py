@@ -6,10 +6,12 @@
         [--devices 0,1,...] [--devices-per-model G] --out DIR
 
 Generation is spread over the node's GPUs (:mod:`.schedule`): models in parallel, each split over several
-GPUs' worth of jobs when there are more GPUs than models; on a CPU machine the hf backend runs here.
+GPUs' worth of jobs when there are more GPUs than models; on a CPU machine the hf backend runs here (naming
+``--devices`` there is an error).
 
-Every input is checked before a model is loaded; a bad one is one line on stderr (``python -m
-pion_rl.evaluate: error: ...``, no usage block) and exit status 2.
+Every input (the data's verl columns, each model's config and tokenizer, ``--out``) is checked before a model
+is loaded; a bad one is one line on stderr (``python -m pion_rl.evaluate: error: ...``, no usage block) and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ def check_tokenizer(model_dir: str, request: Request) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    files = sorted(set(tokenizer.vocab_files_names.values()))
+    files = sorted(set(tokenizer.vocab_files_names.values()) | {"tokenizer.json"})  # the fast format any class reads
     if not any((Path(model_dir) / file).is_file() for file in files):
         raise ValueError(f"{model_dir} has no tokenizer (none of {', '.join(files)}): copy the tokenizer files of "
                          "the model it was trained from into it")
