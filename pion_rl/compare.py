@@ -13,7 +13,8 @@ Metric names are verl's: training reward `critic/score/mean`, validation accurac
 telemetry's `actor/optim/max_rel_sv_change` (log axis) and `actor/optim/update_rms`. Runs are aligned by step; the
 table compares them over the steps all of them logged, with a warning when their steps differ. Curves logged at
 every step are drawn as a centred moving average over `--smooth` steps (default 10) with the raw curve faint
-behind it.
+behind it; the table's final and best of such a curve are the average's, AUC is the logged values'. A
+`--metric` that no run logged is an error naming the metrics they did.
 """
 
 from __future__ import annotations
