@@ -11,16 +11,18 @@ holds out ceil(1%) of the records as the test split, and both splits keep that p
 truth is the content of the last box of ``final_answer`` (else all of it) as `pion_rl.reward` extracts it;
 verl's extraction, which the release uses, differs only on an escaped brace inside a box and on ``\\fbox``.
 
-Bad records (and JSONL lines that are not JSON objects, named by file and line) are reported by their position
-in the source and left out. The split is computed over every source record, as the release sees them, so a bad
-record leaves a gap and every other row keeps the split and the position the release gives it.
+Bad records (an empty question, a missing answer or field, a ``difficulty`` that is no number or a ``topic``
+that is no string, a JSONL line that is not a JSON object) are reported by file and line (or row) and left out.
+The split is computed over every source record, as the release sees them, so a bad record leaves a gap and
+every other row keeps the split and the position the release gives it.
 
 ``--max-samples N`` keeps the first N training rows (a random subset, the split being permuted). The R1-Distill
 recipe does not use it: its 50,000 problems are verl's ``data.train_max_samples`` draw (seed 42) over the
 whole train file, as in the paper's script.
 
-No records, no usable row, no training row, missing columns, an unreadable file or an unreachable hub end the
-run with one ``error:`` line (exit status 2) before anything is written.
+No records, no usable row, no training row, a column no record has, an unreadable file, an unwritable ``--out``
+or an unreachable hub end the run with one ``error:`` line (exit status 2); both splits are made whole before
+either file is written.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from verl_rows import LOCAL_FORMATS, DataPrepError, convert, load_hub, one_line_errors, read_local, write_parquet
+from verl_rows import (LOCAL_FORMATS, DataPrepError, convert, load_hub, one_line_errors, parquet_table, read_local,
+                       write_tables)
 
 HUB_ID = "zwhe99/DeepMath-103K"
-COLUMNS = ["question", "final_answer", "topic", "difficulty"]  # topic first: extra_info's order in the release
+#: The fields copied into extra_info, with their types in the hub's dataset (topic first: the release's order).
+EXTRA_COLUMNS = {"topic": str, "difficulty": float}
+COLUMNS = ["question", "final_answer", *EXTRA_COLUMNS]
 
 
 def split_positions(n_records: int, test_fraction: float, seed: int) -> dict[str, list[int]]:
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     records = read_local(args.local_path) if args.local_path else load_hub(HUB_ID, "train", columns=COLUMNS)
     if not len(records):
         raise DataPrepError(f"{source} has no records; nothing was written")
-    conversion = convert(records, HUB_ID, "question", "final_answer", split="train", extra_keys=COLUMNS[2:])
+    conversion = convert(records, HUB_ID, "question", "final_answer", split="train", extra_keys=EXTRA_COLUMNS)
     print(conversion.report("deepmath"))
     if not conversion.rows:
         raise DataPrepError(f"none of the {len(records)} records of {source} makes a row (see the bad records "
@@ -100,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         splits["train"] = splits["train"][: args.max_samples]
 
     out = Path(args.out).expanduser()
-    for split, rows in splits.items():
-        write_parquet(rows, out / f"{split}.parquet", schema_from=splits["train"])
+    write_tables({out / f"{split}.parquet": parquet_table(rows, schema_from=splits["train"])
+                  for split, rows in splits.items()})
     if not splits["test"]:
         print("deepmath: every held-out record is bad: test.parquet is an empty split (the train split's columns)")
     print(f"deepmath: {len(splits['train'])} train rows, {len(splits['test'])} test rows -> {out}")

@@ -19,8 +19,10 @@ olympiadbench   math-ai/olympiadbench      test   question / final_answer
 With ``--local-path DIR`` (offline machines), set ``<name>`` is read from ``DIR/<name>.parquet``,
 ``.jsonl``, ``.json`` or a directory ``DIR/<name>/`` of such files, with the hub's columns.
 
-Bad records are reported and skipped; a set with no usable row, missing columns, a missing or unreadable file
-or an unreachable hub end the run with one ``error:`` line (exit status 2) before any set is written.
+Bad records (a missing or empty question or answer, a JSONL line that is not a JSON object) are reported by
+file and line (or row) and skipped; a set with no usable row, a column no record has, a missing or unreadable
+file, an unwritable ``--out`` or an unreachable hub end the run with one ``error:`` line (exit status 2) before
+any set is written.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from verl_rows import (READABLE_SUFFIXES, DataPrepError, convert, load_hub, one_line_errors,
-                        read_local, write_parquet)
+from verl_rows import (READABLE_SUFFIXES, DataPrepError, convert, load_hub, one_line_errors, parquet_table,
+                       read_local, write_tables)
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if not conversions[name].rows:
             raise DataPrepError(f"{name}: no usable row in {len(records)} record(s); no set was written")
     out = Path(args.out).expanduser()
-    for name, conversion in conversions.items():
-        write_parquet(conversion.rows, out / f"{name}.parquet")
+    write_tables({out / f"{name}.parquet": parquet_table(conversion.rows) for name, conversion in conversions.items()})
     print(f"wrote {len(args.names)} sets -> {out}")
     return 0
 

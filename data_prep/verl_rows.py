@@ -8,19 +8,27 @@ A row is what verl's ``examples/data_preprocess/*.py`` write and ``RLHFDataset``
 The prompt is the question followed by the instruction to box the answer; the ground truth is the content
 of the last ``\\boxed{}`` of the source answer if it has one, else the answer itself (the reward extracts the
 model's answer with the same function). A record that cannot make a row (empty question, missing answer,
-an unclosed box, a JSONL line that is not a JSON object) is reported by index and counted, never dropped
-silently. Input the scripts cannot use at all (no such file, a wrong file type, missing columns, no records,
-an unreachable hub) is a `DataPrepError`, printed by `one_line_errors` as one line.
+a missing field, an extra field of the wrong type, an unclosed box, a JSONL line that is not a JSON object) is
+reported where it is in its source and counted, never dropped silently: ``FILE:LINE`` for JSON lines (the
+file's line, 1-based), ``FILE row N`` for the N-th record of a parquet or JSON file and ``row N`` for the
+N-th of a hub split (1-based). Input the scripts cannot use at all (no such file, a wrong file type, a field
+no record has, no records, an unreachable hub) is a `DataPrepError`, printed by `one_line_errors` as one line.
+Rows are turned into parquet tables before any file is written, and the files of a run appear together.
+
+    python data_prep/deepmath.py --help       # these scripts write rows; this module is what they share
+    python data_prep/eval_sets.py --help
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +58,17 @@ class UnreadableLine:
     """A JSONL line that is not a JSON object: it takes its record position and is reported as a bad record."""
 
     reason: str
+
+
+@dataclass
+class SourceRecords:
+    """A local copy's records in source order, and where each one is (``FILE:LINE`` or ``FILE row N``)."""
+
+    records: list[dict | UnreadableLine]
+    places: list[str]
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
@@ -89,14 +108,14 @@ def load_hub(hub_id: str, split: str, **kwargs) -> Sequence[dict]:
 
 @dataclass
 class Conversion:
-    """The rows built from one source, and the records that could not become rows (index -> reason)."""
+    """The rows built from one source, and the records that could not become rows (place -> reason)."""
 
     rows: list[dict] = field(default_factory=list)
-    bad: dict[int, str] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)
 
     def report(self, name: str) -> str:
         """One line per bad record, then a count line."""
-        lines = [f"{name}: bad record {index}: {reason}" for index, reason in self.bad.items()]
+        lines = [f"{name}: bad record {place}: {reason}" for place, reason in self.bad.items()]
         lines.append(f"{name}: {len(self.rows) + len(self.bad)} records, {len(self.rows)} rows, {len(self.bad)} bad")
         return "\n".join(lines)
 
@@ -150,40 +169,53 @@ def verl_row(data_source: str, question, answer, split: str, index: int, **extra
 
 
 def convert(
-    records: Iterable[dict],
+    records: Iterable[dict] | SourceRecords,
     data_source: str,
     question_key: str,
     answer_key: str,
     split: str,
-    extra_keys: Sequence[str] = (),
+    extra_keys: Mapping[str, type] | None = None,
 ) -> Conversion:
     """Rows for every record (``extra_info.index`` = the record's position in the source), bad ones set aside.
 
-    Raises `DataPrepError` naming the available columns if a record lacks ``question_key`` or ``answer_key``
-    altogether: that is the wrong dataset or column mapping, not a bad record.
+    ``extra_keys`` maps each field copied into ``extra_info`` to its type (``float`` takes any real number; a
+    missing value, None or NaN, is kept as None): a value of another type makes the record a bad one, as a
+    missing field does. Raises `DataPrepError` naming the fields the records have if no record has one of the
+    fields: that is the wrong dataset or column mapping, not a bad record.
     """
-    conversion = Conversion()
+    extra_keys = dict(extra_keys or {})
+    keys = (question_key, answer_key, *extra_keys)
+    if isinstance(records, SourceRecords):
+        records, places = records.records, records.places
+    else:
+        places = None
+    conversion, seen = Conversion(), set()
     for index, record in enumerate(records):
+        place = places[index] if places is not None else f"row {index + 1}"
         if isinstance(record, UnreadableLine):
-            conversion.bad[index] = record.reason
+            conversion.bad[place] = record.reason
             continue
-        missing = [key for key in (question_key, answer_key, *extra_keys) if key not in record]
-        if missing:
-            raise DataPrepError(f"record {index} has no column {missing}; its columns are {sorted(record)}: "
-                                f"is this the right dataset?")
+        seen.update(record)
         try:
-            extra = {key: _plain(record[key]) for key in extra_keys}
+            missing = [key for key in keys if key not in record]
+            if missing:
+                raise BadRecord(f"no {', '.join(missing)} field")
+            extra = {key: _typed(key, record[key], kind) for key, kind in extra_keys.items()}
             conversion.rows.append(
                 verl_row(data_source, record[question_key], record[answer_key], split, index, **extra)
             )
         except BadRecord as bad:
-            conversion.bad[index] = str(bad)
+            conversion.bad[place] = str(bad)
+    absent = [key for key in keys if key not in seen]
+    if seen and absent:
+        raise DataPrepError(f"no record has {absent}; the records' fields are {sorted(seen)}: is this the right "
+                            f"dataset?")
     return conversion
 
 
-def read_local(path: str | os.PathLike) -> list[dict | UnreadableLine]:
-    """The records of a local copy: one .parquet / .jsonl / .json file, or a directory of them (in name order).
-    A JSONL line that is not a JSON object is kept as an `UnreadableLine` naming its file and line."""
+def read_local(path: str | os.PathLike) -> SourceRecords:
+    """The records of a local copy: one .parquet / .jsonl / .json file, or a directory of them (in name order),
+    with their places. A JSONL line that is not a JSON object is kept as an `UnreadableLine`."""
     path = Path(path).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in READABLE_SUFFIXES)
@@ -196,28 +228,54 @@ def read_local(path: str | os.PathLike) -> list[dict | UnreadableLine]:
         files = [path]
     else:
         raise DataPrepError(f"cannot read {path}: --local-path takes a {LOCAL_FORMATS}")
-    return [record for file in files for record in _read_file(file)]
+    source = SourceRecords([], [])
+    for file in files:
+        records, places = _read_file(file)
+        source.records += records
+        source.places += places
+    return source
 
 
-def write_parquet(rows: list[dict], path: str | os.PathLike, schema_from: list[dict] | None = None) -> None:
-    """Write ``rows``; an empty split gets the columns and types of ``schema_from``'s rows, so readers see
-    a proper (empty) table rather than one without columns."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if rows or not schema_from:
-        pd.DataFrame(rows).to_parquet(path, index=False)
-    else:
-        schema = pa.Table.from_pandas(pd.DataFrame(schema_from), preserve_index=False).schema
-        pq.write_table(schema.empty_table(), path)
+def parquet_table(rows: list[dict], schema_from: list[dict] | None = None) -> pa.Table:
+    """``rows`` as an Arrow table; an empty split gets the columns and types of ``schema_from``'s rows, so
+    readers see a proper (empty) table rather than one without columns."""
+    try:
+        if rows or not schema_from:
+            return pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+        return pa.Table.from_pandas(pd.DataFrame(schema_from), preserve_index=False).schema.empty_table()
+    except (pa.ArrowException, TypeError, ValueError) as err:
+        raise DataPrepError(f"the rows do not make a parquet table ({str(err).splitlines()[0]}); nothing was "
+                            f"written") from err
 
 
-def _read_file(path: Path) -> list[dict | UnreadableLine]:
+def write_tables(tables: Mapping[Path, pa.Table]) -> None:
+    """Write every table to its path, all or none: each goes to a partial file first, and only when all are
+    written are they renamed into place."""
+    partial = {path: path.with_name(path.name + ".partial") for path in tables}
+    try:
+        for path, table in tables.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, partial[path])
+    except OSError as err:
+        for file in partial.values():
+            with contextlib.suppress(OSError):  # not there, or where no file can be
+                file.unlink(missing_ok=True)
+        raise DataPrepError(f"cannot write {err.filename or path}: {err.strerror or err}; nothing was written "
+                            f"(pick another --out)") from err
+    for path, file in partial.items():
+        os.replace(file, path)
+
+
+def _read_file(path: Path) -> tuple[list[dict | UnreadableLine], list[str]]:
+    """A file's records and their places."""
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path).to_dict("records")
+            records = pd.read_parquet(path).to_dict("records")
+            return records, [f"{path} row {number}" for number in range(1, len(records) + 1)]
         if path.suffix == ".jsonl":
             with path.open(encoding="utf-8") as lines:
-                return [_json_object(line, path, number) for number, line in enumerate(lines, 1) if line.strip()]
+                numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+            return [_json_object(line) for _, line in numbered], [f"{path}:{number}" for number, _ in numbered]
         with path.open(encoding="utf-8") as file:
             records = json.load(file)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, pa.ArrowException) as err:
@@ -225,20 +283,46 @@ def _read_file(path: Path) -> list[dict | UnreadableLine]:
     if not isinstance(records, list):
         raise DataPrepError(f"{path} must hold a JSON list of records (one object per row), not a "
                             f"{type(records).__name__}")
-    return records
+    return ([r if isinstance(r, dict) else UnreadableLine(f"a JSON {type(r).__name__}, not an object (one row)")
+             for r in records], [f"{path} row {number}" for number in range(1, len(records) + 1)])
 
 
-def _json_object(line: str, path: Path, number: int) -> dict | UnreadableLine:
+def _json_object(line: str) -> dict | UnreadableLine:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        return UnreadableLine(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})")
+        return UnreadableLine(f"not valid JSON ({err.msg} at column {err.colno})")
     if not isinstance(record, dict):
-        return UnreadableLine(f"{path}:{number}: a JSON {type(record).__name__}, not an object (one row)")
+        return UnreadableLine(f"a JSON {type(record).__name__}, not an object (one row)")
     return record
+
+
+def _typed(key: str, value, kind: type):
+    """``value`` of extra field ``key`` as parquet should store it, if it is a ``kind`` or missing."""
+    value = _plain(value)
+    if value is None:
+        return None
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is not float and isinstance(value, kind):
+        return value
+    raise BadRecord(f"{key} is {value!r}, not {'a number' if kind is float else f'a {kind.__name__}'}")
 
 
 def _plain(value):
     """A numpy / pandas scalar as the Python value parquet should store (NaN -> None)."""
     value = value.item() if hasattr(value, "item") else value
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python data_prep/verl_rows.py [--help]``: this module's description; the scripts write the rows."""
+    parser = argparse.ArgumentParser(prog="python data_prep/verl_rows.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,8 @@ Metric names are verl's: training reward `critic/score/mean`, validation accurac
 telemetry's `actor/optim/max_rel_sv_change` (log axis) and `actor/optim/update_rms`. Runs are aligned by step; the
 table compares them over the steps all of them logged, with a warning when their steps differ. Curves logged at
 every step are drawn as a centred moving average over `--smooth` steps (default 10) with the raw curve faint
-behind it.
+behind it; the table's final and best of such a curve are the average's, AUC is the logged values'. A
+`--metric` that no run logged is an error naming the metrics they did.
 """
 
 from __future__ import annotations
@@ -234,8 +235,19 @@ def common_curves(runs: list[Run], key: str) -> tuple[dict[str, pd.Series], tupl
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def markdown_table(runs: list[Run], panels: dict[str, str]) -> tuple[str, list[str]]:
-    """The comparison table (one section per panel) and notes on metrics missing from some runs."""
+def smoothed(curve: pd.Series, smooth: int) -> pd.Series | None:
+    """The centred moving average over ``smooth`` steps of a curve logged at every step (indexed by step), as
+    plotted; None where it is not smoothed: ``smooth`` 1, a curve no longer than the window, or gaps in its
+    steps (validation every N steps)."""
+    if smooth > 1 and len(curve) > smooth and np.all(np.diff(curve.index) == 1):
+        return curve.rolling(smooth, center=True, min_periods=1).mean()
+    return None
+
+
+def markdown_table(runs: list[Run], panels: dict[str, str], smooth: int = 1) -> tuple[str, list[str]]:
+    """The comparison table (one section per panel) and notes on metrics missing from some runs. Where a run's
+    curve is plotted smoothed (`smoothed`), its final and best are those of the smoothed curve, not one noisy
+    step; AUC and the mean over steps are of the logged values."""
     lines, notes = [], []
     for title, key in panels.items():
         curves, window = common_curves(runs, key)
@@ -245,12 +257,18 @@ def markdown_table(runs: list[Run], panels: dict[str, str]) -> tuple[str, list[s
         if not curves:
             continue
         where = f"steps {window[0]}-{window[1]}" if window else "each run's own steps (their ranges do not overlap)"
-        lines += [f"### {title}", "", f"`{key}`, over {where}.", ""]
+        averaged = {name: smoothed(curve, smooth) for name, curve in curves.items()}
+        how = (f" final and best are of the {smooth}-step moving average (as plotted); AUC of the logged values."
+               if any(a is not None for a in averaged.values()) else "")
+        lines += [f"### {title}", "", f"`{key}`, over {where}.{how}", ""]
         best = higher_is_better(key)  # a "best" column only where the largest value is the best one
         columns = ["final", "best (max)", "AUC"] if best else ["final", "mean over steps"]
         lines += [f"| run | {' | '.join(columns)} | points |", "|---" * (len(columns) + 2) + "|"]
         for name, curve in curves.items():
-            final, top, auc = curve_stats(curve.index.to_numpy(float), curve.to_numpy(float))
+            steps = curve.index.to_numpy(float)
+            final, top, auc = curve_stats(steps, curve.to_numpy(float))
+            if averaged[name] is not None:
+                final, top, _ = curve_stats(steps, averaged[name].to_numpy(float))
             cells = [final, top, auc] if best else [final, auc]
             lines.append(f"| {name} | {' | '.join(map(_number, cells))} | {len(curve)} |")
         lines.append("")
@@ -279,9 +297,9 @@ def plot_curves(runs: list[Run], panels: dict[str, str], out_png: Path, smooth: 
                 continue
             curve = run.history[key].dropna()
             color = f"C{i}"
-            if smooth > 1 and len(curve) > smooth and np.all(np.diff(curve.index) == 1):
+            if (average := smoothed(curve, smooth)) is not None:
                 ax.plot(curve.index, curve.values, color=color, alpha=0.25, linewidth=1)
-                curve = curve.rolling(smooth, center=True, min_periods=1).mean()
+                curve = average
             ax.plot(curve.index, curve.values, color=color, label=run.name, marker="o" if len(curve) < 30 else None,
                     markersize=3)
         values = np.concatenate([r.history[key].dropna().to_numpy(float) for r in runs if key in r.history])
@@ -311,14 +329,18 @@ def compare_runs(
     """Write `out_dir/<png_name>` and `out_dir/summary.md` for `runs`; returns both paths and notes on
     metrics that some runs lack. The summary starts with `step_coverage_warning` when there is one.
 
-    Raises CompareError if a run is empty or no run has any metric to compare."""
+    Raises CompareError if a run is empty, no run logged one of ``extra_metrics``, or no run has any metric to
+    compare."""
     for run in runs:
         if run.history.empty:
             raise CompareError(f"run {run.name!r} has no logged steps: is it the right file, and did it log?")
+    logged = sorted({key for run in runs for key in run.history.columns if run.history[key].notna().any()})
+    unknown = [key for key in extra_metrics if key not in logged]
+    if unknown:
+        raise CompareError(f"no run logged --metric {', '.join(unknown)}: name one the runs hold: {', '.join(logged)}")
     panels = panel_metrics(runs, extra_metrics)
-    table, notes = markdown_table(runs, panels)
+    table, notes = markdown_table(runs, panels, smooth)
     if not table:
-        logged = sorted({key for run in runs for key in run.history.columns})
         raise CompareError(
             f"none of the runs has a metric to compare ({', '.join(panels.values())}); they log: "
             f"{', '.join(logged[:20]) or 'nothing'}"

@@ -251,3 +251,30 @@ def test_per_step_curves_are_smoothed_by_default_over_the_faint_raw_curve(tmp_pa
     assert smooth[2]["label"] == "noisy" and np.allclose(smooth[1], window)
     (only,) = plotted_lines([str(path), "--out", str(tmp_path / "out"), "--smooth", "1"])
     assert np.allclose(only[1], reward)
+
+
+def test_a_metric_no_run_logged_is_an_error_naming_those_they_did(two_runs, tmp_path, capsys):
+    """As a user ran it: --metric actor/nope exited 0 with a note."""
+    out = tmp_path / "cli"
+    assert main([*map(str, two_runs), "--out", str(out), "--metric", "actor/grad_norm", "--metric", "actor/nope"]) == 2
+    [error] = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    assert error.startswith("error: no run logged --metric actor/nope: ")
+    assert set(error.split(": ")[-1].split(", ")) == {REWARD, VAL, "actor/grad_norm"}
+    assert not out.exists()
+
+
+def test_the_table_gives_the_smoothed_final_and_best_of_a_per_step_curve(tmp_path, monkeypatch, capsys):
+    """The plotted curve is a moving average; the table's final and best are that curve's, not one noisy step's,
+    while AUC (a mean already) is of the logged values."""
+    rng = np.random.default_rng(1)
+    reward = rng.random(40)
+    path = write_verl_jsonl(tmp_path / "noisy.jsonl", {s + 1: {REWARD: float(r)} for s, r in enumerate(reward)},
+                            monkeypatch)
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 0
+    window = np.array([reward[max(0, i - 5):i + 5].mean() for i in range(40)])  # centred, 10 steps, as plotted
+    auc = np.trapezoid(reward, np.arange(1, 41)) / 39
+    row = f"| noisy | {window[-1]:.4f} | {window.max():.4f} | {auc:.4f} | 40 |"
+    assert row in (tmp_path / "out" / "summary.md").read_text()
+    assert main([str(path), "--out", str(tmp_path / "raw"), "--smooth", "1"]) == 0
+    raw_row = f"| noisy | {reward[-1]:.4f} | {reward.max():.4f} | {auc:.4f} | 40 |"
+    assert raw_row in (tmp_path / "raw" / "summary.md").read_text()

@@ -154,11 +154,13 @@ def test_deepmath_max_samples_takes_the_first_training_rows(deepmath_copy, tmp_p
     pd.testing.assert_frame_equal(capped["test"], full["test"])
 
 
-def test_deepmath_bad_records_are_reported_by_index_and_counted(deepmath_copy, tmp_path, capsys):
+def test_deepmath_bad_records_are_reported_by_file_and_row_and_counted(deepmath_copy, tmp_path, capsys):
     _run_deepmath(deepmath_copy, tmp_path)
     report = capsys.readouterr().out
     for index, (_, _, reason) in BAD.items():
-        [line] = [line for line in report.splitlines() if line.startswith(f"deepmath: bad record {index}:")]
+        shard, row = (0, index + 1) if index < 150 else (1, index - 149)  # the fixture's two shards, 1-based rows
+        place = f"{deepmath_copy / f'train-0000{shard}-of-00002.parquet'} row {row}"
+        [line] = [line for line in report.splitlines() if line.startswith(f"deepmath: bad record {place}:")]
         assert reason in line
     total = N_GOOD + len(BAD)
     assert f"deepmath: {total} records, {N_GOOD} rows, {len(BAD)} bad" in report
@@ -197,8 +199,8 @@ def _one_line_error(capsys) -> str:
 def test_deepmath_wrong_columns_fail_with_the_available_ones(tmp_path, capsys):
     pd.DataFrame([{"problem": "1+1?", "answer": "2"}]).to_parquet(tmp_path / "other.parquet")
     assert deepmath.main(["--local-path", str(tmp_path / "other.parquet"), "--out", str(tmp_path / "out")]) == 2
-    assert "no column ['question', 'final_answer', 'topic', 'difficulty']; its columns are ['answer', 'problem']" \
-        in _one_line_error(capsys)
+    assert ("no record has ['question', 'final_answer', 'topic', 'difficulty']; the records' fields are ['answer', "
+            "'problem']: is this the right dataset?") in _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
 
 
@@ -215,8 +217,8 @@ def test_deepmath_bad_jsonl_lines_are_bad_records_with_file_and_line(tmp_path, c
     source = _jsonl(tmp_path / "copy.jsonl", records, {8: "garbage{", 20: "[1, 2]"})
     splits = _run_deepmath(source, tmp_path / "out")
     report = capsys.readouterr().out
-    assert f"deepmath: bad record 8: {source}:9: not valid JSON (Expecting value at column 1)" in report
-    assert f"deepmath: bad record 20: {source}:21: a JSON list, not an object (one row)" in report
+    assert f"deepmath: bad record {source}:9: not valid JSON (Expecting value at column 1)" in report
+    assert f"deepmath: bad record {source}:21: a JSON list, not an object (one row)" in report
     assert f"deepmath: {N_GOOD + 2} records, {N_GOOD} rows, 2 bad" in report
     assert len(splits["train"]) + len(splits["test"]) == N_GOOD  # the run went on past them
 
@@ -270,15 +272,26 @@ def _script(name: str, *args: str, env: dict | None = None) -> subprocess.Comple
                           timeout=600, env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
 
 
+def _options_without_a_default(help_text: str, at_least: int) -> list[str]:
+    """The options of an argparse --help whose text gives no "(default: ...)" (--help itself aside)."""
+    options = re.split(r"\n  (?=-)", help_text.split("options:", 1)[1])[1:]
+    assert len(options) >= at_least, help_text
+    return [o for o in options if not o.startswith("-h") and "(default: " not in " ".join(o.split())]
+
+
 def test_help_lists_the_local_path_formats_and_every_default():
     for name in ("deepmath.py", "eval_sets.py"):
         help_text = _script(name, "--help").stdout
         text = " ".join(help_text.split())
         assert ".parquet, .jsonl (one JSON object per line) or .json (a JSON list of objects)" in text, text
-        options = re.split(r"\n  (?=-)", help_text.split("options:", 1)[1])[1:]
-        assert len(options) >= 3
-        for option in options:
-            assert option.startswith("-h") or "(default: " in " ".join(option.split()), option
+        assert _options_without_a_default(help_text, 3) == []
+
+
+def test_the_demo_problems_help_gives_every_option_its_default():
+    """As a user ran it: `python -m pion_rl.demo.problems --help` listed --out OUT and --seed SEED, nothing more."""
+    done = subprocess.run([sys.executable, "-m", "pion_rl.demo.problems", "--help"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and _options_without_a_default(done.stdout, 2) == []
 
 
 @pytest.mark.parametrize("name", ["deepmath.py", "eval_sets.py"])
@@ -362,7 +375,7 @@ def test_eval_sets_from_local_copies(tmp_path, capsys):
     assert frames["aime24"].prompt[1][0]["content"] == "Find y." + INSTRUCTION
     assert [e["index"] for e in frames["amc23"].extra_info] == [0, 1]
     report = capsys.readouterr().out
-    assert "amc23: bad record 2: missing answer" in report
+    assert f"amc23: bad record {copies / 'amc23.parquet'} row 3: missing answer" in report
     assert "amc23: 3 records, 2 rows, 1 bad" in report
     # The stored ground truths are ones the reward can match.
     assert compute_score("amc23", "\\boxed{27}", truths["amc23"][0])["acc"]
@@ -387,3 +400,67 @@ def test_every_eval_set_has_a_data_source_the_reward_knows():
     from pion_rl.reward import DATA_SOURCES
 
     assert set(eval_sets.SOURCES) | {deepmath.HUB_ID} <= set(DATA_SOURCES)  # every source data_prep writes is scored
+
+
+# --- bad values and missing fields are bad records; nothing is written half (issue 22) ------------------------
+
+
+def test_deepmath_a_bad_difficulty_is_a_bad_record_and_the_others_keep_their_places(tmp_path, capsys):
+    """As a user ran it: one "difficulty": "hard" among floats was a pyarrow traceback, and with the record held
+    out, train.parquet was left behind. It is a bad record: reported at its line, left out as a gap."""
+    records = [r for r in _deepmath_records() if r["topic"] != "bad"]
+    held_out = _official_splits_positions(len(records))["test"][0]  # in the test split, written last
+    records[held_out] = {**records[held_out], "difficulty": "hard"}
+    lines = [json.dumps(r) for r in records]
+    lines.insert(held_out, "")  # a blank line: not a record, but a line of the file
+    source = tmp_path / "copy.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    splits = _run_deepmath(source, tmp_path / "out")
+    report = capsys.readouterr().out
+    assert f"deepmath: bad record {source}:{held_out + 2}: difficulty is 'hard', not a number" in report
+    reference = [dict(r, topic="bad", difficulty=0.0) if i == held_out else r for i, r in enumerate(records)]
+    expected = _official_splits(reference)  # the release's rows without the bad record, every index unshifted
+    for name in ("train", "test"):
+        assert _plain_rows(splits[name]) == expected[name]
+
+
+def test_deepmath_writes_both_splits_or_neither(deepmath_copy, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes\n")
+    assert deepmath.main(["--local-path", str(deepmath_copy), "--out", str(readme)]) == 2
+    assert "nothing was written" in _one_line_error(capsys) and readme.read_text() == "# notes\n"
+    # test.parquet cannot be written (a directory stands where its file goes): train.parquet is not left behind.
+    out = tmp_path / "out"
+    (out / "test.parquet.partial").mkdir(parents=True)
+    assert deepmath.main(["--local-path", str(deepmath_copy), "--out", str(out)]) == 2
+    assert "nothing was written" in _one_line_error(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["test.parquet.partial"]
+
+
+def test_eval_sets_a_record_missing_a_field_is_a_bad_record_and_a_file_without_it_the_wrong_dataset(tmp_path, capsys):
+    """As a user ran it: one record without `answer` aborted the whole set as "is this the right dataset?"."""
+    lines = [json.dumps({"problem": "1+1?", "answer": "2"}), "", json.dumps({"problem": "2+2?"}),
+             json.dumps({"problem": "3+3?", "answer": "6"})]
+    (tmp_path / "aime24.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert eval_sets.main(["--local-path", str(tmp_path), "--out", str(out), "--names", "aime24"]) == 0
+    assert f"aime24: bad record {tmp_path / 'aime24.jsonl'}:3: no answer field" in capsys.readouterr().out
+    assert [rm["ground_truth"] for rm in pd.read_parquet(out / "aime24.parquet").reward_model] == ["2", "6"]
+    # No record has an answer: that is the wrong dataset (or column mapping), and no set is written.
+    _jsonl(tmp_path / "amc23.jsonl", [{"question": "1+1?", "solution": "2"}, {"question": "2+2?"}])
+    assert eval_sets.main(["--local-path", str(tmp_path), "--out", str(tmp_path / "out2"), "--names", "aime24",
+                           "amc23"]) == 2
+    assert ("no record has ['answer']; the records' fields are ['question', 'solution']: is this the right "
+            "dataset?") in _one_line_error(capsys)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_verl_rows_help_describes_the_rows_and_points_at_the_scripts():
+    """As a user ran it: `python data_prep/verl_rows.py --help` printed nothing."""
+    import verl_rows
+
+    done = _script("verl_rows.py", "--help")
+    assert done.returncode == 0 and done.stdout.strip()
+    for line in filter(None, (line.strip() for line in verl_rows.__doc__.splitlines())):
+        assert line in done.stdout  # the module's own account of the row format, verbatim
+    assert "deepmath.py --help" in done.stdout and "eval_sets.py --help" in done.stdout

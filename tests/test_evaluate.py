@@ -198,9 +198,10 @@ def test_hf_backend_end_to_end(tmp_path, capsys):
     assert results["settings"]["timing"]["device_groups"] == []  # a CPU machine: one model after another here
 
 
-def test_models_run_in_parallel_one_per_device_group(tmp_path):
+def test_models_run_in_parallel_one_per_device_group(tmp_path, monkeypatch):
     """Two devices (stand-ins on a CPU machine: each worker is told its CUDA_VISIBLE_DEVICES, and the hf backend
     runs on the CPU), two models: both run at once, one per device, with the results of a run here."""
+    monkeypatch.setattr(cli, "_cuda_device_count", lambda: 2)  # the stand-ins pass for GPUs in the check of --devices
     model = write_chain_model(tmp_path / "model")
     pd.DataFrame(_rows("amc23", ["7", "12", "7"])).to_parquet(tmp_path / "a.parquet")
     common = ["--model", f"first={model}", "--model", f"second={model}", "--data", str(tmp_path / "a.parquet"),
@@ -520,3 +521,87 @@ def test_a_directory_that_is_no_model_fails_before_anything_is_written(tmp_path,
                      str(tmp_path / "a.parquet"), "--backend", "hf", "--out", str(tmp_path / "out")])
     assert code == 2 and not (tmp_path / "out").exists()
     assert "--model bad: " in capsys.readouterr().err
+
+
+# --- inputs checked before generation (issue 22) -------------------------------------------------------------
+
+
+def _no_generation(monkeypatch):
+    def generate_all(*args, **kwargs):
+        raise AssertionError("generation started although an input was bad")
+
+    monkeypatch.setattr(cli, "generate_all", generate_all)
+
+
+def _one_line_exit(capsys, run) -> str:
+    capsys.readouterr()  # what came before (a model's saving progress bar)
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("python -m pion_rl.evaluate: error: ") and err.count("\n") == 1
+    return err
+
+
+@pytest.mark.parametrize("below", ["", "sub/dir"])
+def test_an_out_that_cannot_be_a_directory_fails_before_generation(tmp_path, capsys, monkeypatch, below):
+    """As a user ran it: --out README.md generated everything, then died with FileExistsError."""
+    _no_generation(monkeypatch)
+    model = write_chain_model(tmp_path / "model")
+    pd.DataFrame(_rows("amc23", ["7"])).to_parquet(tmp_path / "a.parquet")
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes\n")
+    out = readme / below if below else readme
+    err = _one_line_exit(capsys, lambda: cli.main(["--model", f"m={model}", "--data", str(tmp_path / "a.parquet"),
+                                                    "--backend", "hf", "--out", str(out)]))
+    assert f"--out {out}: {readme} is a file, not a directory" in err
+    assert readme.read_text() == "# notes\n"
+
+
+def test_a_model_directory_without_a_tokenizer_is_named_before_generation(tmp_path, capsys, monkeypatch):
+    """Weights and config but no tokenizer files: transformers builds an empty tokenizer, which used to fail only
+    at the prompt, as a traceback about the chat template."""
+    import shutil
+
+    _no_generation(monkeypatch)
+    model = write_chain_model(tmp_path / "model")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(model / name, bare / name)
+    pd.DataFrame(_rows("amc23", ["7"])).to_parquet(tmp_path / "a.parquet")
+    capsys.readouterr()
+    code = cli.main(["--model", f"good={model}", "--model", f"bare={bare}", "--data", str(tmp_path / "a.parquet"),
+                     "--backend", "hf", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"python -m pion_rl.evaluate: error: --model bare: {bare} has no tokenizer (none of ")
+    assert "tokenizer.json" in err and not (tmp_path / "out").exists()
+
+
+def test_devices_with_the_hf_backend_on_a_machine_without_gpus(tmp_path, capsys, monkeypatch):
+    """--devices 0 on a CPU machine was reported as "1 device group(s) (0)" while the CPU did the work: naming
+    devices is an error there, and a CUDA_VISIBLE_DEVICES naming absent ones leaves the run on this machine."""
+    monkeypatch.setattr(cli, "_cuda_device_count", lambda: 0)
+    pd.DataFrame(_rows("amc23", ["7"])).to_parquet(tmp_path / "a.parquet")
+    common = ["--model", f"m={tmp_path}", "--data", str(tmp_path / "a.parquet"), "--backend", "hf",
+              "--out", str(tmp_path / "out")]
+    err = _one_line_exit(capsys, lambda: cli.parse_args([*common, "--devices", "0"]))
+    assert "--devices 0: torch sees no CUDA device" in err
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert cli.parse_args(common).groups == [()]
+    monkeypatch.setattr(cli, "_cuda_device_count", lambda: 2)
+    assert cli.parse_args(common).groups == [("0",), ("1",)]
+
+
+def test_data_that_is_not_verl_rows_names_what_it_lacks(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not data\n")
+    rows = pd.DataFrame(_rows("amc23", ["7"]))
+    rows.drop(columns=["reward_model"]).to_parquet(tmp_path / "no_reward.parquet")
+    rows.assign(reward_model=[{"style": "rule"}]).to_parquet(tmp_path / "no_truth.parquet")
+    for data, expected in [(readme, f"--data {readme} is not a readable parquet file ("),
+                           (tmp_path / "no_reward.parquet", "lacks column(s) reward_model (it has "),
+                           (tmp_path / "no_truth.parquet", "lacks column(s) reward_model.ground_truth (it has ")]:
+        err = _one_line_exit(capsys, lambda: cli.parse_args(["--model", f"m={tmp_path}", "--data", str(data),
+                                                              "--backend", "hf", "--out", str(tmp_path / "out")]))
+        assert expected in err, err

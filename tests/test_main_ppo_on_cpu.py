@@ -219,8 +219,11 @@ def test_run_smoke_touches_no_earlier_result_when_a_check_fails(tmp_path):
 def test_the_cpu_preflight_asks_for_the_cpu_extra_instead_of_the_gpu_stack(tmp_path):
     from pion_rl.verl_plugin.preflight import missing_pieces
 
-    data = tmp_path / "train.parquet"
-    data.write_text("")
+    import pandas as pd
+
+    data = tmp_path / "train.parquet"  # verl rows: the preflight reads the data's schema
+    pd.DataFrame([{"data_source": "amc23", "prompt": [{"role": "user", "content": "1+1?"}],
+                   "reward_model": {"style": "rule", "ground_truth": "2"}}]).to_parquet(data)
     problems = missing_pieces(2, [str(data)], [], find=lambda module: module != "zmq",
                               cuda_devices=lambda: 0, pion_rl_importable=lambda: True, python="py", cpu=True)
     assert problems == [f"verl's trainer on CPU imports zmq, which is missing: py -m pip install -e '{REPO}[cpu]'"]

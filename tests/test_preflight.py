@@ -20,7 +20,7 @@ def _pieces(tmp_path, absent=(), devices=8, pion_rl=True, data=True):
     if data:
         for file in (train, val):
             file.parent.mkdir(parents=True, exist_ok=True)
-            file.touch()
+            _verl_rows().to_parquet(file)
     return missing_pieces(8, [str(train)], [str(val)], find=lambda name: name in PRESENT - set(absent),
                           cuda_devices=lambda: devices, pion_rl_importable=lambda: pion_rl, python="PY")
 
@@ -198,3 +198,28 @@ def test_an_uncached_hub_id_while_offline_is_one_line_and_a_cached_one_passes(tm
     assert _model_lines(_launch(tmp_path, **offline).stderr) == []
     online = {k: v for k, v in offline.items() if k != "HF_HUB_OFFLINE"}
     assert _model_lines(_launch(tmp_path, MODEL_PATH="Org/not-cached", **online).stderr) == []  # downloaded later
+
+
+def _verl_rows():
+    import pandas as pd
+
+    return pd.DataFrame([{"data_source": "amc23", "prompt": [{"role": "user", "content": "1+1?"}],
+                          "reward_model": {"style": "rule", "ground_truth": "2"}}])
+
+
+def test_data_that_is_not_verl_rows_is_named_by_the_preflight_with_what_it_lacks(tmp_path):
+    """As a user ran it: a README as the training file, and a parquet without reward_model, passed the preflight
+    and failed after Ray start-up."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes\n")
+    no_reward = tmp_path / "amc23.parquet"
+    _verl_rows().drop(columns=["reward_model"]).to_parquet(no_reward)
+    good = tmp_path / "aime24.parquet"
+    _verl_rows().to_parquet(good)
+    run = _launch(tmp_path, TRAIN_FILE=str(readme), VAL_FILES=f"{no_reward} {good}", WANDB_MODE="offline")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    data_lines = [line for line in run.stderr.splitlines() if str(tmp_path) in line]
+    assert len(data_lines) == 2, run.stderr
+    assert data_lines[0].startswith(f"preflight: training data {readme} is not a readable parquet file (")
+    assert data_lines[1].startswith(f"preflight: validation set {no_reward} lacks column(s) reward_model (it has "
+                                    "data_source, prompt): use a <benchmark>.parquet that ")

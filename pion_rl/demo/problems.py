@@ -54,11 +54,15 @@ def load_split(split: str, data_dir: Path = DATA_DIR) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DATA_DIR)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pion_rl.demo.problems", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DATA_DIR, metavar="DIR",
+                        help="directory for train.jsonl and heldout.jsonl (default: the package's bundled data, "
+                             "%(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the shuffle that splits the problems; the bundled files use the default "
+                             "(default: %(default)s)")
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for split, rows in make_splits(args.seed).items():
         with (args.out / f"{split}.jsonl").open("w") as f:

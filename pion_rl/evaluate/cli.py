@@ -6,10 +6,12 @@
         [--devices 0,1,...] [--devices-per-model G] --out DIR
 
 Generation is spread over the node's GPUs (:mod:`.schedule`): models in parallel, each split over several
-GPUs' worth of jobs when there are more GPUs than models; on a CPU machine the hf backend runs here.
+GPUs' worth of jobs when there are more GPUs than models; on a CPU machine the hf backend runs here (naming
+``--devices`` there is an error).
 
-Every input is checked before a model is loaded; a bad one is one line on stderr (``python -m
-pion_rl.evaluate: error: ...``, no usage block) and exit status 2.
+Every input (the data's verl columns, each model's config and tokenizer, ``--out``) is checked before a model
+is loaded; a bad one is one line on stderr (``python -m pion_rl.evaluate: error: ...``, no usage block) and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
@@ -25,10 +28,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from pion_rl.reward import MODES, compute_score
+from pion_rl.row_schema import schema_problem
 from pion_rl.verl_plugin.preflight import HUB_ID
 
 from . import paper, worker
-from .generation import Request, Sampling
+from .generation import Request, Sampling, chat_prompts
 from .results import benchmark_result, write_results
 from .schedule import JobResult, device_groups, plan_jobs, run_jobs, visible_devices, worker_launcher
 
@@ -108,10 +112,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise ValueError("--devices-per-model > 1 splits a model with vLLM's tensor parallelism: use "
                              "--backend vllm, or 1 with the hf backend")
         devices = visible_devices() if args.devices is None else visible_devices(cuda_visible=args.devices)
+        if args.backend == "hf" and devices and not _cuda_device_count():
+            if args.devices is not None:
+                raise ValueError(f"--devices {args.devices}: torch sees no CUDA device on this machine, so the hf "
+                                 "backend runs on its CPU: leave --devices out")
+            devices = []  # CUDA_VISIBLE_DEVICES names devices that are not there: the CPU, as above
         args.groups = device_groups(devices, args.devices_per_model)
+        args.out = str(_out_dir(args.out))
     except ValueError as error:
         parser.error(str(error))
     return args
+
+
+def _cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _out_dir(out: str) -> Path:
+    """``--out`` as a path, if it is a directory this process can write into or can create; the results are
+    written only after generation, so a path they cannot go to must fail here."""
+    path = Path(out).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a directory: name a new or existing directory "
+                         "for the results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable: name a directory you can write into")
+    return path
 
 
 def _model_specs(specs: list[str]) -> dict[str, str]:
@@ -152,14 +183,13 @@ def _read_rows(files: list[str]) -> dict[str, list[dict]]:
         path = Path(file).expanduser()
         if not path.is_file():
             raise ValueError(f"--data {file}: no such file")
+        problem = schema_problem(path)
+        if problem:
+            raise ValueError(f"--data {file} {problem}: pass verl rows (data_prep/*.py writes them)")
         try:
             frame = pd.read_parquet(path)
         except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
             raise ValueError(f"--data {file}: not a readable parquet file ({error})") from None
-        missing = {"data_source", "prompt", "reward_model"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"--data {file}: missing column(s) {sorted(missing)}; expected verl rows "
-                             "(data_prep/*.py writes them)")
         for index, row in enumerate(frame.to_dict("records")):
             truth = (row["reward_model"] or {}).get("ground_truth")
             messages = [dict(m) for m in row["prompt"]]
@@ -176,6 +206,21 @@ def model_config(model: str) -> dict:
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(model).to_dict()
+
+
+def check_tokenizer(model_dir: str, request: Request) -> None:
+    """Raise ValueError unless ``model_dir`` holds a tokenizer that turns ``request`` into a prompt.
+
+    transformers 5 builds an empty tokenizer of the config's type when a directory has none of its files, which
+    fails only later, at the prompt; here its missing files are named instead."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    files = sorted(set(tokenizer.vocab_files_names.values()) | {"tokenizer.json"})  # the fast format any class reads
+    if not any((Path(model_dir) / file).is_file() for file in files):
+        raise ValueError(f"{model_dir} has no tokenizer (none of {', '.join(files)}): copy the tokenizer files of "
+                         "the model it was trained from into it")
+    chat_prompts(tokenizer, [request])
 
 
 def _generation_max_new_tokens(model: str) -> int | None:
@@ -233,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     from pion_rl.verl_plugin.checkpoint import config_dir, hf_model_dir
 
     out = Path(args.out)
+    requests = [Request(row["messages"], args.k[b], index)
+                for index, (b, row) in enumerate((b, row) for b in args.rows for row in args.rows[b])]
     bases, lengths = {}, {}
     for name, path in args.models.items():  # every model checked before anything is exported or loaded
         try:
             found = path if not Path(path).is_dir() else str(config_dir(path))
             config = model_config(found)
+            if Path(path).is_dir():
+                check_tokenizer(found, requests[0])
         except (OSError, ValueError) as error:
             print(f"{PROG}: error: --model {name}: {_one_line(error)}", file=sys.stderr)
             return 2
@@ -253,8 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         "k": {b: args.k[b] for b in args.rows}, "data": [str(Path(f).expanduser()) for f in args.data],
         "models": args.models, "model_dirs": model_dirs, "base_models": bases,
     }
-    requests = [Request(row["messages"], args.k[b], index)
-                for index, (b, row) in enumerate((b, row) for b in args.rows for row in args.rows[b])]
     samplings = {name: Sampling(args.temperature, args.top_p, lengths[name], args.seed) for name in model_dirs}
     started = time.perf_counter()
     try:

@@ -33,7 +33,8 @@ class Sampling:
 def chat_prompts(tokenizer: Any, requests: list[Request]) -> list[str]:
     """Each request's prompt as the model sees it: its chat template with the assistant turn opened."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the model's tokenizer has no chat template; evaluation prompts are chat messages")
+        raise ValueError("the model's tokenizer has no chat template, and evaluation prompts are chat messages: "
+                         "evaluate a chat model (its template in chat_template.jinja or tokenizer_config.json)")
     return [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
 
 

@@ -47,14 +47,19 @@ def check_optimizer_config(optim_config: Any, strategy: str) -> None:
             f"optimizer_impl={PION_RL_IMPL} use one of {', '.join(PION_RL_OPTIMIZERS)} "
             f"(or the recipe group: optimizer=pion|muon|adamw)"
         )
+    # What override_optimizer_config can set: the constructor's options, less the objects the engine passes
+    # (params, process_group) and what verl's build_optimizer passes from the optim config's own keys.
+    from_optim = {"lr", "weight_decay"} | ({"betas"} if "adam" in name.lower() else set())
     options = [o for o in inspect.signature(getattr(importlib.import_module(PION_RL_IMPL), name)).parameters
-               if o != "params"]
+               if o not in {"params", "process_group"} | from_optim]
     telemetry_settings(optim_config)
     unknown = sorted(set(optim_config.get("override_optimizer_config") or {}) - set(options) - {TELEMETRY_KEY})
     if unknown:
+        elsewhere = sorted(from_optim & set(unknown))
         raise ValueError(
             f"actor_rollout_ref.actor.optim.override_optimizer_config has option(s) {unknown} that {name} does "
-            f"not take; valid options: {', '.join(options)}"
+            f"not take there; it takes {', '.join(options)}"
+            + "".join(f"; set {key} as actor_rollout_ref.actor.optim.{key}" for key in elsewhere)
         )
     if name in MATRIX_OPTIMIZERS and strategy != "fsdp2":
         raise ValueError(

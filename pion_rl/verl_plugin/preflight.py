@@ -7,7 +7,8 @@ the number of CUDA devices, the data files, the model (``--model``: a local dire
 cached or can be downloaded), that pion-rl imports outside this checkout (Ray workers import the optimizer,
 engine and reward by name) and, with ``--wandb``, that wandb has a key or an offline mode. With ``--cpu``
 (verl's trainer on pion-rl's CPU platform) the packages of the CPU extra replace the GPU stack and the device
-count. Exit status 0 when all is there, else 1 with the lines on stderr.
+count. Data files must be parquet with verl's row columns (their schema is read, pion_rl.row_schema).
+Exit status 0 when all is there, else 1 with the lines on stderr.
 Standard library only at import time: it must run under any interpreter, including one without verl.
 """
 
@@ -120,6 +121,16 @@ def wandb_can_log() -> bool:
         return False
 
 
+def verl_rows_problem(file: str) -> str | None:
+    """What keeps data ``file`` from being verl rows (:func:`pion_rl.row_schema.schema_problem`); None without
+    pyarrow, whose absence the verl check reports."""
+    if not find_module("pyarrow"):
+        return None
+    from pion_rl.row_schema import schema_problem
+
+    return schema_problem(Path(file).expanduser())
+
+
 def missing_pieces(
     n_gpus: int,
     train_files: list[str],
@@ -133,11 +144,12 @@ def missing_pieces(
     model: str | None = None,
     model_cached: Callable[[str], bool | None] = hub_cached,
     cpu: bool = False,
+    data_problem: Callable[[str], str | None] = verl_rows_problem,
 ) -> list[str]:
     """One line per missing piece, each naming what is missing and the command that fixes it (``wandb``: the
     run logs to wandb, so it needs credentials or an offline mode; ``model``: the model the run trains; ``cpu``:
     the run is verl's trainer on the CPU platform, so it needs the CPU extra instead of the GPU stack and
-    devices)."""
+    devices; ``data_problem``: what keeps a data file from being verl rows)."""
     problems = []
     if not find("verl.trainer.main_ppo"):
         found = "import verl finds only the checkout's verl/ docs folder" if find("verl") else "no verl at all"
@@ -158,11 +170,17 @@ def missing_pieces(
         if not Path(file).expanduser().is_file():
             problems.append(f"training data {file} is missing: {python} {REPO_ROOT}/data_prep/deepmath.py "
                             f"--out {Path(file).expanduser().parent}")
+        elif problem := data_problem(file):
+            problems.append(f"training data {file} {problem}: use the train.parquet that {python} "
+                            f"{REPO_ROOT}/data_prep/deepmath.py writes")
     for file in val_files:
         if not Path(file).expanduser().is_file():
             path = Path(file).expanduser()
             problems.append(f"validation set {file} is missing: {python} {REPO_ROOT}/data_prep/eval_sets.py "
                             f"--out {path.parent} --names {path.stem}")
+        elif problem := data_problem(file):
+            problems.append(f"validation set {file} {problem}: use a <benchmark>.parquet that {python} "
+                            f"{REPO_ROOT}/data_prep/eval_sets.py writes")
     if model is not None and (problem := model_problem(model, model_cached)):
         problems.append(problem)
     if not pion_rl_importable():
