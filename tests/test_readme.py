@@ -21,10 +21,12 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import torch
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- README test: run -->"
@@ -259,6 +261,20 @@ def test_benchmarks_readme_is_a_users_document():
     for script in sorted((REPO / "benchmarks").glob("*.py")):
         assert f"`{script.name}`" in text and f"benchmarks/{script.name}" in text, script.name
     assert "not yet measured" in text.lower()
+
+
+# ------------------------------------------------------------------ install
+
+
+def test_the_gpu_requirements_file_is_the_gpu_extra():
+    # verl/README.md installs GPU nodes from either; they must be one set of pins.
+    def pins(lines):
+        return {Requirement(line).name.lower(): str(Requirement(line)) for line in lines}
+
+    requirements = (REPO / "verl" / "requirements-gpu.txt").read_text().splitlines()
+    listed = [line.split("#")[0].strip() for line in requirements]
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert pins(line for line in listed if line) == pins(extra)
 
 
 # ------------------------------------------------------------------ python examples
