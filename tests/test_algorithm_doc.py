@@ -130,11 +130,12 @@ def test_paper_results_table_averages_its_rows():
         assert abs(sum(scores[:5]) / 5 - scores[5]) < 0.011, name
 
 
-def test_paper_results_table_is_the_evaluation_tables_data():
-    # The description and `python -m pion_rl.evaluate`'s table.md show the paper's numbers from two places; they
-    # must be the same numbers, cell for cell.
+@pytest.mark.parametrize("page", [DOC, REPO / "README.md"], ids=lambda page: page.name)
+def test_paper_results_table_is_the_evaluation_tables_data(page):
+    # The description, the README and `python -m pion_rl.evaluate`'s table.md show the paper's numbers from
+    # several places; they must be the same numbers, cell for cell.
     from pion_rl.evaluate import paper
 
-    documented = [tuple(cells) for cells in _table_rows(DOC.read_text(), "model / optimizer").values()]
+    documented = [tuple(cells) for cells in _table_rows(page.read_text(), "model / optimizer").values()]
     in_code = [row for base in paper.BASE_MODELS for row in base.rows.values()]
     assert documented == in_code

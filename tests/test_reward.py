@@ -211,10 +211,10 @@ def test_paper_mode_keeps_the_missing_ground_truth_accounting():
 
 
 def _readme_mode_table() -> list[list[str]]:
-    """The README's table of where the three modes differ: [answer, ground truth, strict, paper, math_verify]."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The docs' table of where the three modes differ: [answer, ground truth, strict, paper, math_verify]."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
     header = "| answer in the box | ground truth | strict | paper | math_verify |"
-    lines = readme.split(header, 1)[1].splitlines()[2:]  # past the header's line and its separator
+    lines = doc.split(header, 1)[1].splitlines()[2:]  # past the header's line and its separator
     rows = []
     for line in lines:
         if not line.strip().startswith("|"):
