@@ -15,7 +15,7 @@ TORCH_INDEX_TIMEOUT ?= 5
 PIP_ARGS ?=
 STAMP := $(VENV)/.pion-rl-installed
 
-.PHONY: setup torch demo test bench clean
+.PHONY: setup torch demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q --durations=15 tests
+
+# The inner loop: everything but the tests marked slow (each launches verl's trainer).
+test-fast: setup
+	$(PY) -m pytest -q --durations=15 -m "not slow" tests
 
 bench: setup
 	$(PY) benchmarks/optimizer_step.py

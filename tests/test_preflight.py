@@ -70,7 +70,7 @@ def test_find_module_finds_submodules_without_importing_them():
 def _launch(tmp_path, *overrides, python=sys.executable, **env):
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("DRY_RUN", "MODEL_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    full_env.update(DATA_DIR=str(tmp_path / "data"), N_GPUS="8", PYTHON=python, **env)
+    full_env.update({"DATA_DIR": str(tmp_path / "data"), "N_GPUS": "8", "PYTHON": python, **env})
     return subprocess.run(["bash", str(SCRIPT), *overrides], env=full_env, capture_output=True, text=True,
                           timeout=600, cwd=REPO_ROOT)
 
@@ -223,3 +223,76 @@ def test_data_that_is_not_verl_rows_is_named_by_the_preflight_with_what_it_lacks
     assert data_lines[0].startswith(f"preflight: training data {readme} is not a readable parquet file (")
     assert data_lines[1].startswith(f"preflight: validation set {no_reward} lacks column(s) reward_model (it has "
                                     "data_source, prompt): use a <benchmark>.parquet that ")
+
+
+# --- GPU counts against the config's parallel sizes; NNODES and the Ray cluster ---------------------------------
+
+
+@pytest.mark.parametrize(("n_gpus", "message"), [
+    ("1", "tensor_model_parallel_size=2 spans 2 GPU(s), which does not divide the run's N_GPUS=1 x NNODES=1 = 1"),
+    ("5", "tensor_model_parallel_size=2 spans 2 GPU(s), which does not divide the run's N_GPUS=5 x NNODES=1 = 5"),
+    ("abc", "N_GPUS=abc is not a whole number >= 1"),
+])
+def test_dry_run_rejects_gpu_counts_the_workers_would_reject_in_one_line(tmp_path, n_gpus, message):
+    run = _launch(tmp_path, DRY_RUN="1", N_GPUS=n_gpus)
+    assert run.returncode == 1 and run.stdout == "", run.stderr[-2000:]
+    (line,) = [line for line in run.stderr.splitlines() if message in line]
+    assert "Traceback" not in run.stderr
+
+
+def test_dry_run_shows_nnodes_and_hydra_cfg_works_with_it(tmp_path):
+    import yaml
+
+    dry = _launch(tmp_path, DRY_RUN="1", N_GPUS="4", NNODES="3")
+    cfg = _launch(tmp_path, "--cfg", "job", "--resolve", DRY_RUN="1", N_GPUS="4", NNODES="3")
+    assert dry.returncode == 0 and cfg.returncode == 0, (dry.stderr[-2000:], cfg.stderr[-2000:])
+    config = yaml.safe_load(dry.stdout)
+    assert (config["trainer"]["nnodes"], config["trainer"]["n_gpus_per_node"]) == (3, 4)
+    assert config["ray_kwargs"]["ray_init"]["num_cpus"] is None  # joining a cluster: ray.init must not size it
+    assert yaml.safe_load(cfg.stdout) == config
+
+
+def test_layout_rules_follow_verls_worker_asserts():
+    from pion_rl.verl_plugin.preflight import layout_problems
+
+    rollout = {"tensor_model_parallel_size": 2, "data_parallel_size": 1, "pipeline_model_parallel_size": 1}
+    ulysses = {"actor_rollout_ref.actor.ulysses_sequence_parallel_size": 1}
+    assert layout_problems(8, 1, rollout, ulysses) == [] and layout_problems(1, 2, rollout, ulysses) == []
+    assert len(layout_problems(3, 1, rollout, ulysses)) == 1
+    wide = {**rollout, "tensor_model_parallel_size": 12}  # a replica over 8-GPU nodes must be whole nodes
+    assert len(layout_problems(8, 3, wide, ulysses)) == 1 and layout_problems(4, 3, wide, ulysses) == []
+    assert len(layout_problems(8, 1, rollout, {k: 3 for k in ulysses})) == 1
+
+
+def _node(name, gpus=1.0, pion_rl=True, unreadable=()):
+    from pion_rl.verl_plugin.preflight import NodeReport
+
+    return NodeReport(name, gpus, "PY", pion_rl, list(unreadable))
+
+
+@pytest.mark.parametrize(("reports", "expected"), [
+    ("no Ray cluster here", ["no Ray cluster here"]),
+    ([_node("a")], ["the Ray cluster has 1 alive node(s), the run needs NNODES=2"]),
+    ([_node("a"), _node("b", gpus=0.0)], ["node b has 0 GPU(s) in Ray, the run needs N_GPUS=1"]),
+    ([_node("a"), _node("b", pion_rl=False)], ["pion-rl does not import on node b (PY)"]),
+    ([_node("a"), _node("b", unreadable=["/data/train.parquet"])], ["/data/train.parquet is not readable on node b"]),
+])
+def test_each_missing_piece_of_a_two_node_cluster_is_one_line(tmp_path, reports, expected):
+    asked = []
+    problems = missing_pieces(1, [str(tmp_path / "t.parquet")], [], find=lambda name: True,
+                              cuda_devices=lambda: 0, pion_rl_importable=lambda: True, python="PY", cpu=True,
+                              nnodes=2, cluster=lambda paths: asked.append(paths) or reports)
+    assert asked == [[str(tmp_path / "t.parquet")]]  # the nodes are asked about the data the run reads
+    problems = [p for p in problems if "training data" not in p]
+    assert len(problems) == len(expected) and all(p.startswith(e) for p, e in zip(problems, expected)), problems
+    assert missing_pieces(1, [], [], find=lambda name: True, cuda_devices=lambda: 0, pion_rl_importable=lambda: True,
+                          cpu=True, nnodes=2, cluster=lambda paths: [_node("a"), _node("b")]) == []
+
+
+def test_nnodes_2_without_a_cluster_is_one_line_and_starts_nothing(tmp_path):
+    env = {"RAY_ADDRESS": "127.0.0.1:1", "NNODES": "2", "N_GPUS": "2", "WANDB_MODE": "offline"}
+    run = _launch(tmp_path, **env)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    (line,) = [line for line in run.stderr.splitlines() if "Ray cluster" in line]
+    assert line.startswith("preflight: no Ray cluster answers at RAY_ADDRESS=127.0.0.1:1, and NNODES>1 needs one")
+    assert "CUDA device(s)" not in run.stderr  # the cluster's GPUs count, not this machine's

@@ -6,9 +6,10 @@
 # On GPUs: Qwen3-0.6B (or MODEL_PATH) on 1 GPU (N_GPUS=2 also works), a tiny batch, short responses, vLLM;
 # data from data_prep (DATA_DIR/deepmath/train.parquet, DATA_DIR/math_eval/amc23.parquet: validated on and
 # evaluated on 8 of its problems).
-# On a machine with no GPU (or SMOKE_DEVICE=cpu): verl's trainer on the CPU platform
-# (pion_rl.verl_plugin.cpu: 2 Ray workers, FSDP2 over gloo, the hf rollout) with the demo's tiny Qwen3,
-# warm-started (the demo's cached warm start), on the demo's synthetic arithmetic; no data, no download.
+# On a machine with no GPU (or SMOKE_DEVICE=cpu): verl's trainer on the CPU platform (platform=cpu,
+# configs/platform/cpu.yaml; pion_rl.verl_plugin.cpu: N_GPUS=2 Ray workers, FSDP2 over gloo, the hf rollout) with
+# the demo's tiny Qwen3, warm-started (the demo's cached warm start), on the demo's synthetic arithmetic: no data,
+# no download. MODEL_PATH, TRAIN_FILE and VAL_FILES replace the demo's model and problems when set.
 #
 # Environment: as deepmath_recipe.sh, and
 #   OPTIMIZER     pion | muon | adamw (default pion): the recipes' optimizer=... override
@@ -36,22 +37,17 @@ smoke=(
     trainer.save_freq=2 "trainer.experiment_name=smoke_$optimizer" "trainer.default_local_dir=$checkpoints"
 )
 if [[ $SMOKE_DEVICE == cpu ]]; then
+    # The demo's tiny model and problems unless MODEL_PATH, TRAIN_FILE or VAL_FILES say otherwise (each honoured).
     inputs=$smoke_dir/inputs  # the exported tiny model and problems (rewritten each run, from the cache)
-    export VERL_PLATFORM=cpu VERL_USE_EXTERNAL_MODULES=pion_rl.verl_plugin.cpu N_GPUS=2
-    export MODEL_PATH=$inputs/model TRAIN_FILE=$inputs/train.parquet VAL_FILES=$inputs/heldout.parquet
-    eval_data=$inputs/heldout.parquet eval_k=synthetic_arith=4 eval_tokens=16
-    smoke+=(
-        # The CPU platform's overrides (README "On a laptop"): 2 Ray workers declared as GPUs for verl's
-        # resource check, the hf rollout, sdpa attention, one agent-loop / reward / TransferQueue worker each.
-        trainer.device=cpu +ray_kwargs.ray_init.num_gpus=2 ray_kwargs.ray_init.num_cpus=8
-        actor_rollout_ref.rollout.name=hf actor_rollout_ref.rollout.tensor_model_parallel_size=1
-        +actor_rollout_ref.model.override_config.attn_implementation=sdpa
-        actor_rollout_ref.rollout.agent.num_workers=1 reward.num_workers=1
-        transfer_queue.backend.SimpleStorage.num_data_storage_units=1
-        # The demo's size: short arithmetic prompts, 16-token answers, lr as the demo's.
-        data.train_batch_size=8 actor_rollout_ref.rollout.n=4 data.max_prompt_length=64
-        data.max_response_length=16 actor_rollout_ref.actor.optim.lr=3e-4
-    )
+    export VERL_PLATFORM=cpu VERL_USE_EXTERNAL_MODULES=pion_rl.verl_plugin.cpu N_GPUS=${N_GPUS:-2}
+    export MODEL_PATH=${MODEL_PATH:-$inputs/model} TRAIN_FILE=${TRAIN_FILE:-$inputs/train.parquet}
+    export VAL_FILES=${VAL_FILES:-$inputs/heldout.parquet}
+    read -r eval_data _ <<<"$VAL_FILES"
+    eval_k=$("$python" -c 'import sys, pandas; print(",".join(f"{s}=4" for s in
+        sorted(set(pandas.read_parquet(sys.argv[1]).data_source))))' "$eval_data" 2>/dev/null || echo "")
+    eval_tokens=16
+    # verl's CPU platform (configs/platform/cpu.yaml): one override, sized as the demo.
+    smoke+=(platform=cpu)
 else
     export N_GPUS=${N_GPUS:-1} MODEL_PATH=${MODEL_PATH:-Qwen/Qwen3-0.6B}
     data_dir=${DATA_DIR:-$HOME/data}
@@ -65,25 +61,28 @@ else
 fi
 
 # The CPU run's model and problems first: the dry run checks the model as a launch does.
-if [[ $SMOKE_DEVICE == cpu ]]; then
+if [[ $SMOKE_DEVICE == cpu && "$MODEL_PATH $TRAIN_FILE $VAL_FILES" == *"$inputs/"* ]]; then
     PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$python" -m pion_rl.demo.export --out "$inputs" \
         --cache-dir "$DEEPMATH_REPO_ROOT/outputs/demo"
+    [[ -z $eval_k ]] && eval_k=synthetic_arith=4
 fi
 if [[ ${DRY_RUN:-0} == 1 ]]; then
     run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=2 "$@"
     exit 0
 fi
 # Every check first; only then are the earlier checkpoints and evaluation replaced.
-recipe_preflight qwen3_1.7b_deepmath "${smoke[@]}" "$@"
+recipe_preflight qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" "$@"
 export RECIPE_PREFLIGHT_DONE=1
 rm -rf "$checkpoints" "$smoke_dir/eval"
 
 run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=2 "$@"
-saved=$(stat -c %Y "$checkpoints/global_step_2/data.pt")
+# The file's modification time in ns, portably (GNU and BSD stat differ).
+mtime() { "$python" -c 'import os, sys; print(os.stat(sys.argv[1]).st_mtime_ns)' "$1"; }
+saved=$(mtime "$checkpoints/global_step_2/data.pt")
 run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=3 "$@"
 # A resumed run starts at step 3: it leaves step 2's checkpoint as it was and saves step 3.
 if [[ $(cat "$checkpoints/latest_checkpointed_iteration.txt") != 3 \
-      || $(stat -c %Y "$checkpoints/global_step_2/data.pt") != "$saved" ]]; then
+      || $(mtime "$checkpoints/global_step_2/data.pt") != "$saved" ]]; then
     echo "run_smoke: the relaunch did not resume from step 2 (see $checkpoints)" >&2
     exit 1
 fi

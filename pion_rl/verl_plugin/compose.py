@@ -26,10 +26,14 @@ def compose_config(config_dir: str | Path, config_name: str, overrides: list[str
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
+    from .preflight import config_layout_problems
     from .worker_build import build_as_workers
 
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         config = compose(config_name=config_name, overrides=overrides)
+    # The GPU counts against the parallel sizes, as the launch's preflight checks them.
+    if problems := config_layout_problems(config):
+        raise ValueError("; ".join(problems))
     # pion-rl's optimizer checks included; first, because validate_config announces success on stderr.
     build_as_workers(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
