@@ -10,6 +10,7 @@ from torch import Tensor
 from .matrix_optimizer import MatrixOptimizer, Number
 from .muon_math import muon_step
 from .newton_schulz import NS_COEFFICIENTS
+from .units import to_units, units_of
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
 
@@ -26,10 +27,13 @@ class Muon(MatrixOptimizer):
     """Muon with the paper's settings (``pion_rl/optim/ALGORITHM.md``): momentum 0.95, Nesterov, 5 quintic
     Newton-Schulz steps (in bf16), step ``lr * rms_scale * sqrt(max(d_out, d_in))``, decoupled weight decay 0.01.
 
-    ``params``, the ``adamw_*`` options, ``head_dim`` and ``process_group`` are as for :class:`pion_rl.optim.Pion`
+    ``params``, the ``adamw_*`` options, ``head_dim``, ``router``, ``routes`` and ``process_group`` are as for
+    :class:`pion_rl.optim.Pion`
     (the official Muon's fallback is ``adamw_eps_form="before_bias_correction"``, which the recipe uses);
     groups use ``algorithm`` ``"muon"`` or ``"adamw"``. ``ns_dtype`` may be a dtype or a name (``"bfloat16"``,
-    ``"float32"``) so Hydra configs can set it. State per matrix: ``step`` and ``momentum_buffer`` like ``W``.
+    ``"float32"``) so Hydra configs can set it. State per matrix: ``step`` and ``momentum_buffer`` like ``W``
+    (for split layouts, packed experts and halves, shaped as its units ``(B, r, c)``: each is orthogonalized on
+    its own; heads are not split, as in the official Muon).
     """
 
     algorithm = "muon"
@@ -57,6 +61,8 @@ class Muon(MatrixOptimizer):
         adamw_eps_form: str = "after_bias_correction",
         head_dim: int | None = None,
         process_group=None,
+        router: str = "adamw",
+        routes: dict[str, str] | None = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients),
@@ -65,22 +71,29 @@ class Muon(MatrixOptimizer):
             adamw_eps_form=adamw_eps_form,
         )
         # Muon updates whole matrices; head_dim only matters to Pion's per-head blocks.
-        super().__init__(params, defaults, head_dim=None, process_group=process_group)
+        super().__init__(params, defaults, head_dim=None, process_group=process_group, router=router, routes=routes)
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         _ns_dtype(group["ns_dtype"])
 
     def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        return {"momentum_buffer": tuple(p.shape)}
+        if "layout" not in group and "halves" not in group:
+            return {"momentum_buffer": tuple(p.shape)}
+        return {"momentum_buffer": self._unit_shape(p, group)}
 
     def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         state = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0)
-            state["momentum_buffer"] = torch.zeros_like(weight)
+            state["momentum_buffer"] = torch.zeros(self._matrix_state_shapes(p, group)["momentum_buffer"],
+                                                   dtype=weight.dtype, device=weight.device)
         state["step"] += 1
-        muon_step(
-            weight, grad, state["momentum_buffer"], lr=group["lr"], momentum=group["momentum"],
-            nesterov=group["nesterov"], ns_steps=group["ns_steps"], ns_coefficients=tuple(group["ns_coefficients"]),
-            ns_dtype=_ns_dtype(group["ns_dtype"]), rms_scale=group["rms_scale"], weight_decay=group["weight_decay"],
-        )
+        units = (group.get("layout", "out_in"), group.get("halves"))
+        with units_of(weight, *units) as w:
+            g = to_units(grad, *units)[0]
+            muon_step(
+                w.view_as(state["momentum_buffer"]), g.view_as(state["momentum_buffer"]), state["momentum_buffer"],
+                lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"], ns_steps=group["ns_steps"],
+                ns_coefficients=tuple(group["ns_coefficients"]), ns_dtype=_ns_dtype(group["ns_dtype"]),
+                rms_scale=group["rms_scale"], weight_decay=group["weight_decay"],
+            )

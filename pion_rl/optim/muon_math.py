@@ -24,7 +24,8 @@ def muon_step(
     rms_scale: float,
     weight_decay: float,
 ) -> None:
-    """Update ``w`` ``(r, c)`` and ``momentum_buffer`` in place.
+    """Update ``w`` ``(r, c)``, or a batch ``(B, r, c)`` of units each orthogonalized alone, and
+    ``momentum_buffer`` (same shape) in place.
 
     The buffer is an EMA (``lerp``) rather than a plain sum: the two differ by the factor ``1 - momentum``,
     which the orthogonalisation removes, and the EMA matches ``torch.optim.Muon``. The step is scaled by

@@ -51,8 +51,7 @@ class NamedParamsFSDPEngine(FSDPEngineWithLMHead):
     def _build_optimizer(self, module):
         if not uses_pion_rl(self.optimizer_config):
             return super()._build_optimizer(module)
-        optimizer, self.telemetry = build_optimizer_with_telemetry(module, self.optimizer_config,
-                                                                   self.model_config.hf_config)
+        optimizer, self.telemetry = build_optimizer_with_telemetry(module, self.optimizer_config)
         return optimizer
 
     def train_batch(self, data, loss_function):
