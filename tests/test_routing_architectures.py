@@ -151,3 +151,27 @@ def test_routing_cli_prints_the_table_of_a_local_model(tmp_path, capsys):
     assert any(key.startswith("adamw router") for key in rows)
     total = sum(int(line.split()[-2].replace(",", "")) for line in out.splitlines() if " total " in line)
     assert total == sum(p.numel() for p in _model("qwen3_moe").parameters())
+
+
+def test_the_critic_engine_is_pion_rls_and_its_value_head_goes_to_adamw(caplog):
+    import logging
+
+    from verl.workers.config.optimizer import FSDPOptimizerConfig
+    from verl.workers.engine import EngineRegistry
+
+    from pion_rl.verl_plugin.engine import NamedParamsFSDPValueEngine
+    from pion_rl.verl_plugin.optimizer_config import build_optimizer_with_telemetry
+
+    assert EngineRegistry.get_engine_cls("value_model", "fsdp2") is NamedParamsFSDPValueEngine
+    cls, extra = CONFIGS["qwen3"]
+    torch.manual_seed(0)
+    critic = tf.AutoModelForTokenClassification.from_config(cls(**{**SMALL, **extra}, num_labels=1))
+    config = FSDPOptimizerConfig(lr=1e-3, weight_decay=0.0, optimizer_impl="pion_rl.optim", optimizer="Pion")
+    with caplog.at_level(logging.INFO, logger="pion_rl.optim.routing"):
+        optimizer, _ = build_optimizer_with_telemetry(critic, config)
+    routed = {n: g["algorithm"] for g in optimizer.param_groups for n in g["param_names"]}
+    assert routed["score.weight"] == "adamw" and routed["model.layers.0.mlp.down_proj.weight"] == "pion"
+    table = next(r.getMessage() for r in caplog.records if r.name == "pion_rl.optim.routing")
+    pion_total = next(line for line in table.splitlines() if line.startswith("pion total"))
+    matrices = sum(p.numel() for g in optimizer.param_groups if g["algorithm"] == "pion" for p in g["params"])
+    assert int(pion_total.split()[-2].replace(",", "")) == matrices

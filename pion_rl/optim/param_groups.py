@@ -6,6 +6,7 @@ units; AdamW takes embeddings, readouts, norms, biases, routers (by default) and
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -13,7 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .routing import WholeMatrixAttentionWarning, attention_head_size, route_pairs, route_parameters
+from .routing import WholeMatrixAttentionWarning, attention_head_size, route_pairs, route_parameters, routing_table
+
+#: Logs the routing table at INFO whenever a matrix optimizer's groups are built (verl's workers: see the engine).
+logger = logging.getLogger("pion_rl.optim.routing")
 
 MATRIX_OPTIMIZERS = ("pion", "muon")
 OPTIMIZERS = MATRIX_OPTIMIZERS + ("adamw",)
@@ -65,6 +69,8 @@ def param_groups(
     source = model_or_named_params if isinstance(model_or_named_params, nn.Module) else named
     routes_ = route_parameters(source, head_dim=head_dim, router=router, routes=routes)
     params = dict(named)
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("%s routing (%d tensors):\n%s", optimizer, len(routes_), routing_table(routes_, optimizer))
     lora = [r.name for r in routes_ if r.kind == "lora"]
     if optimizer == "pion" and lora:
         raise ValueError(
