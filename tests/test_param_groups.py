@@ -77,9 +77,11 @@ def test_muon_routing_ignores_head_dim_and_names_without_a_module():
 def test_fused_projections_split_into_their_parts():
     named = [("attn.qkv_proj.weight", torch.nn.Parameter(torch.zeros(48, 16))),
              ("mlp.gate_up_proj.weight", torch.nn.Parameter(torch.zeros(64, 16)))]
-    routed = _by_algorithm(param_groups(named, head_dim=8))
+    groups = param_groups(named, head_dim=8)
+    routed = _by_algorithm(groups)
     assert routed["attn.qkv_proj.weight"] == ("pion", 8)  # q, k, v are whole heads: per-head blocks
-    assert routed["mlp.gate_up_proj.weight"] == ("pion", 32)  # gate and up: two whole matrices
+    gate_up = next(g for g in groups if "mlp.gate_up_proj.weight" in g["param_names"])
+    assert (gate_up["algorithm"], gate_up.get("halves")) == ("pion", "stacked")  # gate and up: two matrices
 
 
 def test_routing_errors_are_clear():
@@ -172,5 +174,5 @@ def test_the_engine_builds_pion_per_head_without_a_warning():
                                  override_optimizer_config={"update_side": "alternate"})
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        optimizer, _ = build_optimizer_with_telemetry(model, config, model.config)
+        optimizer, _ = build_optimizer_with_telemetry(model, config)
     assert _qkv_blocks(optimizer.param_groups) == {8}

@@ -190,7 +190,7 @@ def test_optim_section_builds_through_verl(runs, optimizer):
     hf_config = Qwen3Config(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
                             num_attention_heads=4, num_key_value_heads=2, head_dim=32)
     model = Qwen3ForCausalLM(hf_config)
-    built, telemetry = build_optimizer_with_telemetry(model, config, hf_config)
+    built, telemetry = build_optimizer_with_telemetry(model, config)
     assert telemetry is not None and telemetry.spectrum_every == 10
     groups = built.param_groups
     by_algorithm = {(g.get("algorithm"), g.get("row_block")): g for g in groups}
@@ -250,11 +250,11 @@ def test_both_recipe_models_get_row_blocks_of_128():
     """The paper's recipe: q/k/v row blocks of head_dim 128 for both models (public configs of the two checkpoints)."""
     from transformers import Qwen2Config, Qwen3Config
 
-    from pion_rl.verl_plugin.optimizer_config import attention_head_dim
+    from pion_rl.optim.routing import attention_head_size
 
     qwen3_1_7b = Qwen3Config(hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128)
     r1_distill_1_5b = Qwen2Config(hidden_size=1536, num_attention_heads=12, num_key_value_heads=2)
-    assert attention_head_dim(qwen3_1_7b) == attention_head_dim(r1_distill_1_5b) == 128
+    assert attention_head_size(qwen3_1_7b) == attention_head_size(r1_distill_1_5b) == 128
 
 
 @pytest.mark.parametrize(

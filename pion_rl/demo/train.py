@@ -42,8 +42,8 @@ def build_recipe_optimizer(
     model: PreTrainedModel, name: str, lr: float, spectrum_every: int
 ) -> tuple[torch.optim.Optimizer, OptimizerTelemetry]:
     """The optimizer exactly as the GPU recipe builds it: `configs/optimizer/<name>.yaml` (the recipe's
-    `optimizer=<name>` group) -> verl's FSDPOptimizerConfig -> the plugin's head_dim -> verl's
-    `build_optimizer(model.named_parameters(), ...)`, so pion_rl.optim routes the parameters by name; and the
+    `optimizer=<name>` group) -> verl's FSDPOptimizerConfig -> verl's `build_optimizer` with the model
+    itself, so pion_rl.optim routes each tensor by what it is (pion_rl.optim.routing); and the
     recipe's optimizer telemetry, with singular values every `spectrum_every` steps."""
     path = RECIPE_OPTIMIZER_DIR / f"{name}.yaml"
     if not path.exists():
@@ -53,7 +53,7 @@ def build_recipe_optimizer(
     telemetry = {**overrides.get(TELEMETRY_KEY, {}), "enable": True, "spectrum_every": spectrum_every}
     recipe["override_optimizer_config"] = {**overrides, TELEMETRY_KEY: telemetry}
     config = FSDPOptimizerConfig(lr=lr, **recipe)
-    return build_optimizer_with_telemetry(model, config, model.config)
+    return build_optimizer_with_telemetry(model, config)
 
 
 @torch.no_grad()

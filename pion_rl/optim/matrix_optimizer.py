@@ -20,9 +20,11 @@ from .adamw_math import EPS_FORMS, adamw_step
 from .options import Number
 from .param_groups import param_groups
 from .sharding import compute_dtype, in_compute_dtype, local_tensor, make_exchange
+from .units import is_experts, unit_shape
 
-#: Group keys every matrix optimizer understands besides its own defaults.
-_BOOKKEEPING_KEYS = {"params", "param_names", "algorithm", "initial_lr"}
+#: Group keys every matrix optimizer understands besides its own defaults (``layout``, ``halves``: how a
+#: matrix group's tensors split into units, :mod:`pion_rl.optim.units`).
+_BOOKKEEPING_KEYS = {"params", "param_names", "algorithm", "initial_lr", "layout", "halves"}
 
 
 #: The AdamW fallback's options (and the lr every group has).
@@ -45,7 +47,9 @@ class MatrixOptimizer(torch.optim.Optimizer):
 
     ``params`` may be a module, tensors, group dicts, or ``(name, tensor)`` pairs such as
     ``model.named_parameters()``; a module and named parameters are routed by :func:`pion_rl.optim.param_groups`
-    (``head_dim`` is passed on; a module's own config gives it when None).
+    (``head_dim``, ``router`` and ``routes`` are passed on; a module's own config gives the head size when None).
+    A matrix group's tensors split into units as its ``layout`` / ``halves`` keys say (:mod:`pion_rl.optim.units`);
+    packed experts (``experts_*`` layouts) are updated where they lie, expert by expert, with no exchange.
 
     Distributed layouts: FSDP2 DTensor parameters are handled from their mesh; plain tensors replicated over a
     process group (DDP) need ``process_group``. Each matrix then has one owner rank, the only one holding its
@@ -56,18 +60,25 @@ class MatrixOptimizer(torch.optim.Optimizer):
     #: The matrix algorithm's numeric options and their valid values (checked for every group).
     numeric_options: dict[str, Number] = {}
 
-    def __init__(self, params, defaults: dict[str, Any], *, head_dim: int | None = None, process_group=None):
+    def __init__(self, params, defaults: dict[str, Any], *, head_dim: int | None = None, process_group=None,
+                 router: str = "adamw", routes: dict[str, str] | None = None):
+        routing = dict(head_dim=head_dim, router=router, routes=routes)
         if isinstance(params, torch.nn.Module):
-            params = param_groups(params, optimizer=self.algorithm, head_dim=head_dim)
+            params = param_groups(params, optimizer=self.algorithm, **routing)
         else:
             params = list(params)
             if _is_named(params):
-                params = param_groups(params, optimizer=self.algorithm, head_dim=head_dim)
-            elif head_dim is not None:
-                raise ValueError("head_dim needs named parameters (pass the model or model.named_parameters())")
+                params = param_groups(params, optimizer=self.algorithm, **routing)
+            elif head_dim is not None or routes or router != "adamw":
+                raise ValueError("head_dim needs named parameters, as do router and routes (pass the model or "
+                                 "model.named_parameters())")
         self._owners: dict[Tensor, int] | None = None
         super().__init__(params, dict(defaults, algorithm=self.algorithm))
         self._exchange = make_exchange([p for g in self.param_groups for p in g["params"]], process_group)
+        self._check_trainable()
+
+    def _check_trainable(self) -> None:
+        """Raise, on every rank together, if a matrix cannot be trained by this algorithm (subclasses)."""
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -101,16 +112,31 @@ class MatrixOptimizer(torch.optim.Optimizer):
             )
         if group["algorithm"] == self.algorithm:
             for i, p in enumerate(group["params"]):
-                if p.ndim != 2:
+                layout = group.get("layout", "out_in")
+                try:
+                    unit_shape(tuple(p.shape), layout, group.get("halves"))
+                except ValueError as error:
+                    what = "is not 2-D" if not is_experts(layout) and p.ndim != 2 else f"does not fit its units ({error})"
                     raise ValueError(
-                        f"{name}: {self._name(group, i)} is not 2-D, but a "
-                        f"{self.algorithm!r} group takes only 2-D matrices; put it in an 'adamw' group "
-                        f"(pion_rl.optim.param_groups does this by name)"
-                    )
+                        f"{name}: {self._name(group, i)} {what}, but a {self.algorithm!r} group takes 2-D matrices "
+                        f"(and 3-D packed experts with layout 'experts_out_in' or 'experts_in_out'); put it in an "
+                        f"'adamw' group (pion_rl.optim.param_groups routes a model's tensors)"
+                    ) from None
             self._check_matrix_group(group)
 
     def _check_matrix_group(self, group: dict[str, Any]) -> None:
         """Validate a matrix group's options (subclasses raise ValueError)."""
+
+    @staticmethod
+    def _in_place(group: dict[str, Any]) -> bool:
+        """True for packed experts: FSDP2 shards them on the expert dim, so every rank holds whole experts and
+        updates its own where they lie (state sized by its local experts); other matrices go to an owner."""
+        return is_experts(group.get("layout", "out_in"))
+
+    def _unit_shape(self, p: Tensor, group: dict[str, Any], row_block: int | None = None) -> tuple[int, int, int]:
+        """``(B, r, c)`` units of the matrix ``p`` as this rank updates it (its local experts when in place)."""
+        shape = tuple(local_tensor(p).shape) if self._in_place(group) else tuple(p.shape)
+        return unit_shape(shape, group.get("layout", "out_in"), group.get("halves"), row_block)
 
     @staticmethod
     def _name(group: dict[str, Any], index: int) -> str:
@@ -124,6 +150,7 @@ class MatrixOptimizer(torch.optim.Optimizer):
         return {**super().state_dict(), "sharding": self._sharding()}
 
     def _sharding(self) -> dict[str, Any]:
+        """Owners: a rank, or -1 for matrices every rank updates in place (its own experts)."""
         owners = self._ensure_owners()
         return {"world_size": self._exchange.world_size, "rank": self._exchange.rank,
                 "owners": [owners[p] for p in self._matrices()]}
@@ -267,7 +294,11 @@ class MatrixOptimizer(torch.optim.Optimizer):
         # Assigned once over every matrix (with a gradient or not) so ownership, and with it where the state
         # lives, is the same at every step and on every rank.
         if self._owners is None:
-            self._owners = dict(zip(self._matrices(), self._exchange.assign_owners(self.matrix_state_numel())))
+            matrices = self._matrices()
+            exchanged = [p for p, g in matrices.items() if not self._in_place(g)]
+            costs = [self._matrix_state_numel(p, matrices[p]) for p in exchanged]
+            owners = dict(zip(exchanged, self._exchange.assign_owners(costs)))
+            self._owners = {p: owners.get(p, -1) for p in matrices}
         return self._owners
 
     # ------------------------------------------------------------------ step
@@ -305,6 +336,11 @@ class MatrixOptimizer(torch.optim.Optimizer):
                 continue
             if group["algorithm"] == "adamw":
                 self._adamw_group(group, params)
+            elif self._in_place(group):
+                for p in params:
+                    if local_tensor(p).numel():  # a rank may hold no expert of a small tensor
+                        with in_compute_dtype(local_tensor(p).detach()) as weight:
+                            self._matrix_update(p, weight, local_tensor(p.grad).to(weight.dtype), group)
             else:
                 self._matrix_group(group, params, [owners[p] for p in params])
         return loss

@@ -21,8 +21,9 @@ def muon_direction(
     ns_coefficients: tuple[float, float, float],
     ns_dtype: torch.dtype,
 ) -> Tensor:
-    """Advance ``momentum_buffer`` ``(r, c)`` by the gradient ``g`` ``(r, c)`` in place and return the
-    orthogonalised direction ``(r, c)`` in ``ns_dtype``, the dtype Newton-Schulz ran in (so no rounding).
+    """Advance ``momentum_buffer`` ``(r, c)``, or a batch ``(B, r, c)`` of units each orthogonalized alone, by
+    the gradient ``g`` (same shape) in place and return the orthogonalised direction (same shape) in
+    ``ns_dtype``, the dtype Newton-Schulz ran in (so no rounding).
 
     The buffer is an EMA (``lerp``) rather than a plain sum: the two differ by the factor ``1 - momentum``,
     which the orthogonalisation removes, and the EMA matches ``torch.optim.Muon``.
@@ -45,7 +46,7 @@ def muon_apply(
     any matching rows ``(k, c)`` of the matrix.
 
     Args:
-        shape: ``(r, c)`` of the whole matrix: the step is scaled by ``rms_scale * sqrt(max(r, c))`` so that
+        shape: ``(r, c)`` of one unit (the whole matrix, or one expert, half or head): the step is scaled by ``rms_scale * sqrt(max(r, c))`` so that
             its RMS matches AdamW's and one lr serves both.
     """
     w.mul_(1.0 - lr * weight_decay)

@@ -11,15 +11,17 @@ from torch import Tensor
 from .matrix_optimizer import MatrixOptimizer
 from .options import Number
 from .pion_math import PionSettings, pion_step, state_shapes
+from .sharding import local_tensor
+from .units import to_units, units_of
 
 
 class Pion(MatrixOptimizer):
-    """Pion for 2-D matrices, with an AdamW fallback for everything else (see ``pion_rl/optim/ALGORITHM.md``).
+    """Pion for linear maps (matrices, heads, packed experts), with an AdamW fallback for everything else (see ``pion_rl/optim/ALGORITHM.md``).
 
     Args:
         params: a module (``Pion(model, ...)``), tensors, param-group dicts (``algorithm`` ``"pion"`` or
-            ``"adamw"``), or ``(name, tensor)`` pairs; a module and pairs are routed by name (embeddings,
-            lm_head, norms, biases to AdamW).
+            ``"adamw"``), or ``(name, tensor)`` pairs; a module is routed by what each tensor is, pairs by name
+            (:mod:`pion_rl.optim.routing`: embeddings, readouts, norms, biases, routers to AdamW).
         lr: learning rate; under ``scaling="rms"`` the first-order change of each matrix has RMS ``lr * rms_scale``.
         variant: ``"lie_lie"`` (momentum in the Lie algebra), ``"transported_ambient_ambient"`` or ``"msign"``.
         update_side: ``"both"``, ``"alternate"`` (odd steps right, even steps left), ``"left"``/``"out"``,
@@ -45,6 +47,8 @@ class Pion(MatrixOptimizer):
         head_dim: with a module or named params, q/k/v get ``row_block=head_dim``; None reads it from a
             module's ``config`` (``head_dim``, else ``hidden_size // num_attention_heads``). Named params
             without it update q/k/v as whole matrices, with a warning naming them.
+        router, routes: where MoE routers go (``"adamw"`` or ``"matrix"``) and routes for tensors no rule
+            knows (:func:`pion_rl.optim.routing.route_parameters`); with a module or named params.
         process_group: for plain tensors replicated over ranks (DDP): each matrix is then updated on one owner
             rank, which alone keeps its state, and the result is sent to all. FSDP2 DTensor parameters need
             nothing: their mesh is used.
@@ -85,6 +89,8 @@ class Pion(MatrixOptimizer):
         adamw_eps_form: str = "after_bias_correction",
         head_dim: int | None = None,
         process_group=None,
+        router: str = "adamw",
+        routes: dict[str, str] | None = None,
     ):
         defaults = dict(
             lr=lr, variant=variant, update_side=update_side, exp_map=exp_map, degree=degree, scaling=scaling,
@@ -97,7 +103,8 @@ class Pion(MatrixOptimizer):
         )
         #: Per Pion group (by id, with the group itself): its settings, built when the group is added or loaded.
         self._settings: dict[int, tuple[dict[str, Any], PionSettings]] = {}
-        super().__init__(params, defaults, head_dim=head_dim, process_group=process_group)
+        super().__init__(params, defaults, head_dim=head_dim, process_group=process_group, router=router,
+                         routes=routes)
         #: Per matrix updated on this rank in the last step: ``pion_step``'s ``step_size`` and ``generator_norm``
         #: tensors ``(blocks,)`` (see :func:`pion_rl.optim.pion_math.pion_step`); read by the telemetry.
         self.last_step_stats: dict[Tensor, dict[str, Tensor]] = {}
@@ -132,29 +139,42 @@ class Pion(MatrixOptimizer):
                 f"adamw_weight_decay)", stacklevel=3)
         block = group["row_block"]
         for i, p in enumerate(group["params"]):
-            if block is not None and (block < 1 or p.shape[0] % block):
-                raise ValueError(f"Pion: row_block={block} does not divide the {p.shape[0]} rows of {self._name(group, i)}")
+            rows = self._unit_shape(p, group)[1]
+            if block is not None and (block < 1 or rows % block):
+                raise ValueError(f"Pion: row_block={block} does not divide the {rows} rows of each unit of "
+                                 f"{self._name(group, i)}")
 
-    @staticmethod
-    def _blocks(p: Tensor, group: dict[str, Any]) -> tuple[int, int, int]:
-        rows, cols = p.shape
-        block = group["row_block"] or rows
-        return rows // block, block, cols
+    def _check_trainable(self) -> None:
+        # Decided over every rank together (a rank raising alone would leave the others waiting).
+        matrices = list(self._matrices().items())
+        if not matrices:
+            return
+        nonzero = torch.stack([local_tensor(p).detach().count_nonzero() > 0 for p, _ in matrices])
+        zero = ~self._exchange.any_rank(nonzero.to(local_tensor(matrices[0][0]).device))
+        if zero.any():
+            p, group = matrices[int(zero.nonzero()[0])]
+            index = next(i for i, q in enumerate(group["params"]) if q is p)
+            raise ValueError(
+                f"Pion: {self._name(group, index)} is all zeros, and a rotation of zero stays "
+                f"zero, so Pion could never move it (LoRA's lora_B starts at zero); train it with Muon or AdamW "
+                f"(put it in an 'adamw' group, or use optimizer=Muon / AdamW for adapters)")
 
     def _matrix_state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        return state_shapes(self._settings_of(group), *self._blocks(p, group))
+        return state_shapes(self._settings_of(group), *self._unit_shape(p, group, group["row_block"]))
 
     def _matrix_update(self, p: Tensor, weight: Tensor, grad: Tensor, group: dict[str, Any]) -> None:
         settings = self._settings_of(group)
-        blocks, rows, cols = self._blocks(p, group)
         state = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0)
-            for key, shape in state_shapes(settings, blocks, rows, cols).items():
+            for key, shape in self._matrix_state_shapes(p, group).items():
                 state[key] = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
         state["step"] += 1
         if group["weight_decay"]:
             weight.mul_(1.0 - float(group["lr"]) * group["weight_decay"])
         buffers = {k: v for k, v in state.items() if k != "step"}
-        self.last_step_stats[p] = pion_step(weight.view(blocks, rows, cols), grad.view(blocks, rows, cols), buffers,
-                                            int(state["step"].item()), settings, float(group["lr"]))
+        units = (group.get("layout", "out_in"), group.get("halves"), group["row_block"])
+        with units_of(weight, *units) as w:
+            g = to_units(grad, *units)[0]
+            self.last_step_stats[p] = pion_step(w, g, buffers, int(state["step"].item()), settings,
+                                                float(group["lr"]))

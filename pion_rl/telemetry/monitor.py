@@ -2,8 +2,9 @@
 
 :class:`OptimizerTelemetry` hooks into a torch optimizer (step pre/post hooks, state-dict hooks), so it works
 the same for ``torch.optim.AdamW`` and for pion-rl's Pion and Muon, on one process, FSDP2, HSDP or DDP. Its
-matrices are the 2-D hidden matrices :func:`pion_rl.optim.param_groups` would give Pion, in Pion's units
-(q/k/v per attention head), whichever optimizer runs.
+matrices are the 2-D hidden matrices the routing (:mod:`pion_rl.optim.routing`) gives Pion, in Pion's units
+(q/k/v per attention head, fused gate/up in halves), whichever optimizer runs; packed experts and
+``(in, out)``-stored matrices are not measured yet.
 
 Cost per step: a snapshot of this rank's parameter shards during ``step()`` (for the update RMS), local sums,
 one sum and one max all-reduce of a few thousand numbers. Every ``spectrum_every`` steps the matrices are
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pion_rl.optim.param_groups import WholeMatrixAttentionWarning, param_groups
+from pion_rl.optim.routing import UnroutedTensorWarning, route_pairs, route_parameters
 from pion_rl.optim.sharding import local_tensor, make_exchange
 
 from .spectra import relative_sv_change, svd_cost, unit_singular_values, unit_square_norms
@@ -87,13 +88,14 @@ class OptimizerTelemetry:
         if isinstance(spectrum_every, bool) or not isinstance(spectrum_every, int) or spectrum_every < 0:
             raise ValueError(f"telemetry: spectrum_every must be an int >= 0 (0 turns singular values off), "
                              f"got {spectrum_every!r}")
-        with warnings.catch_warnings():  # whole-matrix units without a head size are this class's documented choice
-            warnings.simplefilter("ignore", WholeMatrixAttentionWarning)
-            groups = param_groups(named_params, optimizer="pion", head_dim=head_dim)
-        self.matrices = [(name, p, g.get("row_block") or p.shape[0])
-                         for g in groups if g["algorithm"] == "pion" for name, p in zip(g["param_names"], g["params"])]
-        self.others = [(name, p) for g in groups if g["algorithm"] == "adamw"
-                       for name, p in zip(g["param_names"], g["params"])]
+        named = list(named_params.named_parameters()) if isinstance(named_params, nn.Module) else route_pairs(named_params)
+        with warnings.catch_warnings():  # the optimizer itself warns about tensors no rule knows
+            warnings.simplefilter("ignore", UnroutedTensorWarning)
+            routes = route_parameters(named_params if isinstance(named_params, nn.Module) else named, head_dim=head_dim)
+        params = dict(named)
+        self.matrices = [(r.name, params[r.name], r.head_rows or r.units()[1])
+                         for r in routes if r.matrix and r.layout == "out_in"]
+        self.others = [(r.name, params[r.name]) for r in routes if not r.matrix]
         updated = {id(p) for g in optimizer.param_groups for p in g["params"]}
         missing = [name for name, p, *_ in self.matrices + self.others if id(p) not in updated]
         if missing:

@@ -4,7 +4,8 @@ verl 0.9.1 builds the actor (and ref) of every trainer path through ``EngineRegi
 ``main_ppo_v0`` both use ``verl.workers.engine_workers.ActorRolloutRefWorker``), and
 ``FSDPEngine._build_optimizer`` passes ``module.parameters()``: no names, so Pion / Muon could not tell an
 embedding from a hidden matrix. Importing this module registers :class:`NamedParamsFSDPEngine` for the
-``fsdp`` and ``fsdp2`` backends of language models on this process's platform. The registry prefers a
+``fsdp`` and ``fsdp2`` backends of language models on this process's platform, and
+:class:`NamedParamsFSDPValueEngine` for value models (verl's PPO critic, ``critic.optim``). The registry prefers a
 (device, vendor) registration over verl's device-only default, so the engine replaces verl's only here.
 verl imports the module in each worker through ``actor_rollout_ref.model.external_lib`` (the recipes set it),
 before the actor engine is created.
@@ -19,11 +20,13 @@ Telemetry: with ``override_optimizer_config.telemetry`` (on in the recipes) the 
 
 from __future__ import annotations
 
+import logging
 import os
 
 from verl.utils.device import get_device_name, get_vendor
 from verl.utils.metric import Metric
 from verl.workers.engine import EngineRegistry, FSDPEngineWithLMHead
+from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithValueHead
 
 from pion_rl.telemetry.monitor import REDUCTIONS
 
@@ -37,11 +40,16 @@ def _platform() -> tuple[str, str]:
 
 _DEVICE, _VENDOR = _platform()
 
+# The routing table (pion_rl.optim.param_groups logs it at optimizer construction) goes to every worker's log.
+_routing_log = logging.getLogger("pion_rl.optim.routing")
+if not _routing_log.handlers:
+    _routing_log.addHandler(logging.StreamHandler())
+    _routing_log.setLevel(logging.INFO)
 
-@EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device=_DEVICE, vendor=_VENDOR)
-class NamedParamsFSDPEngine(FSDPEngineWithLMHead):
-    """``FSDPEngineWithLMHead`` whose optimizer gets parameter names when it comes from ``pion_rl.optim``, and whose
-    ``train_batch`` metrics carry the optimizer telemetry when the config turns it on."""
+
+class _PionRLOptimizer:
+    """What pion-rl's engines add to verl's: the optimizer from ``pion_rl.optim`` gets the module (routed by what
+    each tensor is, :mod:`pion_rl.optim.routing`), and ``train_batch`` metrics carry its telemetry."""
 
     def __init__(self, model_config, engine_config, optimizer_config, checkpoint_config):
         # Checked before the model is loaded, so a wrong strategy fails at start-up, not after minutes.
@@ -53,8 +61,7 @@ class NamedParamsFSDPEngine(FSDPEngineWithLMHead):
     def _build_optimizer(self, module):
         if not uses_pion_rl(self.optimizer_config):
             return super()._build_optimizer(module)
-        optimizer, self.telemetry = build_optimizer_with_telemetry(module, self.optimizer_config,
-                                                                   self.model_config.hf_config)
+        optimizer, self.telemetry = build_optimizer_with_telemetry(module, self.optimizer_config)
         return optimizer
 
     def train_batch(self, data, loss_function):
@@ -73,3 +80,14 @@ class NamedParamsFSDPEngine(FSDPEngineWithLMHead):
         if self.telemetry is None:
             return {}
         return {name: Metric(REDUCTIONS[name], value) for name, value in self.telemetry.pop_metrics().items()}
+
+
+@EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device=_DEVICE, vendor=_VENDOR)
+class NamedParamsFSDPEngine(_PionRLOptimizer, FSDPEngineWithLMHead):
+    """verl's actor (and ref) engine with pion-rl's optimizer building."""
+
+
+@EngineRegistry.register(model_type="value_model", backend=["fsdp", "fsdp2"], device=_DEVICE, vendor=_VENDOR)
+class NamedParamsFSDPValueEngine(_PionRLOptimizer, FSDPEngineWithValueHead):
+    """verl's PPO critic engine with pion-rl's optimizer building (``critic.optim.optimizer_impl=pion_rl.optim``);
+    the value head (``score``, 1 x hidden) is a readout and goes to AdamW."""

@@ -69,32 +69,6 @@ def check_optimizer_config(optim_config: Any, strategy: str) -> None:
         )
 
 
-def attention_head_dim(hf_config: Any) -> int:
-    """Rows per attention head of a HuggingFace text model config (``head_dim``, else hidden / heads); a
-    config with neither is an error saying which override sets it."""
-    from pion_rl.optim.param_groups import attention_head_size
-
-    head_dim = attention_head_size(hf_config)
-    if head_dim is None:
-        raise ValueError(
-            f"cannot read the attention head size from {type(hf_config).__name__}; set it with "
-            f"+actor_rollout_ref.actor.optim.override_optimizer_config.head_dim=<rows per head>"
-        )
-    return head_dim
-
-
-def with_head_dim(optim_config: Any, hf_config: Any) -> Any:
-    """``optim_config`` with Pion's per-head ``head_dim`` taken from the model, unless the config sets one.
-
-    Pion updates q/k/v per attention head (row blocks of ``head_dim`` rows); reading the size from the model
-    keeps one optimizer config valid for every model. Other optimizers are returned unchanged.
-    """
-    overrides = dict(optim_config.override_optimizer_config or {})
-    if optim_config.optimizer != "Pion" or "head_dim" in overrides:
-        return optim_config
-    return replace(optim_config, override_optimizer_config={**overrides, "head_dim": attention_head_dim(hf_config)})
-
-
 def telemetry_settings(optim_config: Any) -> dict[str, Any] | None:
     """The telemetry settings under ``override_optimizer_config.telemetry`` with defaults filled in, or None when
     ``enable`` is false or the entry is absent. Raises ValueError for an unknown key or a bad value."""
@@ -122,23 +96,23 @@ def without_telemetry(optim_config: Any) -> Any:
     return replace(optim_config, override_optimizer_config=overrides or None)
 
 
-def build_optimizer_with_telemetry(module: Any, optim_config: Any, hf_config: Any):
+def build_optimizer_with_telemetry(module: Any, optim_config: Any):
     """``(optimizer, telemetry or None)`` for a ``pion_rl.optim`` config, as the engine and the demo build them.
 
-    The optimizer comes from verl's ``build_optimizer(module.named_parameters(), ...)`` with Pion's head_dim
-    read from the model (``hf_config``; None: only a head_dim the config sets) and the telemetry entry taken out; the telemetry
+    The optimizer comes from verl's ``build_optimizer`` with the telemetry entry taken out: Pion and Muon get
+    the module itself, so each tensor is routed by what it is and the head size and expert layout come from
+    the model's config (:mod:`pion_rl.optim.routing`); AdamW gets ``module.named_parameters()``. The telemetry
     (:class:`pion_rl.telemetry.OptimizerTelemetry`) measures q/k/v per head of the same size for every optimizer.
     """
     from verl.workers.config.optimizer import build_optimizer
 
     from pion_rl.telemetry import OptimizerTelemetry
 
-    config = with_head_dim(optim_config, hf_config) if hf_config is not None else optim_config
-    settings = telemetry_settings(config)
-    config = without_telemetry(config)
-    optimizer = build_optimizer(module.named_parameters(), config)
+    settings = telemetry_settings(optim_config)
+    config = without_telemetry(optim_config)
+    params = module if config.optimizer in MATRIX_OPTIMIZERS else module.named_parameters()
+    optimizer = build_optimizer(params, config)
     if settings is None:
         return optimizer, None
-    head_dim = (config.override_optimizer_config or {}).get("head_dim") or (
-        attention_head_dim(hf_config) if hf_config is not None else None)
-    return optimizer, OptimizerTelemetry(optimizer, module.named_parameters(), head_dim=head_dim, **settings)
+    head_dim = (config.override_optimizer_config or {}).get("head_dim")
+    return optimizer, OptimizerTelemetry(optimizer, module, head_dim=head_dim, **settings)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pion_rl.optim.param_groups import WholeMatrixAttentionWarning
+from pion_rl.optim.routing import WholeMatrixAttentionWarning, attention_head_size
 
 #: Columns of the stand-in matrices: their routing and options are what is checked, not their size.
 _STAND_IN_WIDTH = 8
@@ -38,8 +38,7 @@ def _build_actor_optimizer(config: Any) -> None:
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.config.optimizer import build_optimizer
 
-    from .optimizer_config import (attention_head_dim, build_optimizer_with_telemetry, check_optimizer_config,
-                                   uses_pion_rl)
+    from .optimizer_config import check_optimizer_config, uses_pion_rl, without_telemetry
     from .preflight import model_problem
 
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # as ActorRolloutRefWorker.init_model does
@@ -50,33 +49,21 @@ def _build_actor_optimizer(config: Any) -> None:
     if problem:
         raise ValueError(problem)
     hf_config = _local_model_config(config.actor_rollout_ref.model)
-    if hf_config is None and optim.optimizer == "Pion" and "head_dim" not in (optim.override_optimizer_config or {}):
-        print(f"dry run: no config of model {config.actor_rollout_ref.model.path!r} on this machine, so "
-              f"Pion's per-head blocks are not checked against its head size", file=sys.stderr)
+    if uses_pion_rl(optim):
+        optim = without_telemetry(optim)  # the engine takes the plugin's telemetry entry out, then builds
+        if hf_config is None and optim.optimizer == "Pion" and "head_dim" not in (optim.override_optimizer_config or {}):
+            print(f"dry run: no config of model {config.actor_rollout_ref.model.path!r} on this machine, so "
+                  f"Pion's per-head blocks are not checked against its head size", file=sys.stderr)
     # q_proj gets the model's rows when its config is here, so a head_dim that does not split them fails.
     q_rows = 2 * ((optim.override_optimizer_config or {}).get("head_dim") or _STAND_IN_WIDTH)
-    if hf_config is not None:
-        try:
-            q_rows = getattr(hf_config, "num_attention_heads", 2) * attention_head_dim(hf_config)
-        except ValueError:
-            pass  # not an attention model's config; the stand-in's rows stay
+    head_size = attention_head_size(hf_config) if hf_config is not None else None
+    if head_size:  # else not an attention model's config; the stand-in's rows stay
+        q_rows = getattr(hf_config, "num_attention_heads", 2) * head_size
     named = _stand_in_parameters(q_rows)
+    # The engine passes names only to pion_rl.optim; every other optimizer gets plain parameters, as in verl.
     with warnings.catch_warnings():  # without the model's config the note above already says q/k/v are unchecked
         warnings.simplefilter("ignore", WholeMatrixAttentionWarning)
-        if uses_pion_rl(optim):  # the engine's own sequence: head_dim, telemetry out, build, telemetry
-            build_optimizer_with_telemetry(_StandInModule(named), optim, hf_config)
-        else:  # every other optimizer gets plain parameters, as in verl
-            build_optimizer([p for _, p in named], optim)
-
-
-class _StandInModule:
-    """What :func:`build_optimizer_with_telemetry` reads of a module: its named parameters."""
-
-    def __init__(self, named: list[tuple[str, nn.Parameter]]):
-        self._named = named
-
-    def named_parameters(self):
-        return iter(self._named)
+        build_optimizer(named if uses_pion_rl(optim) else [p for _, p in named], optim)
 
 
 def _stand_in_parameters(q_rows: int) -> list[tuple[str, nn.Parameter]]:
@@ -88,7 +75,8 @@ def _stand_in_parameters(q_rows: int) -> list[tuple[str, nn.Parameter]]:
         "model.layers.0.self_attn.q_proj.weight": (q_rows, width),
         "model.layers.0.mlp.down_proj.weight": (width, 2 * width),
     }
-    return [(name, nn.Parameter(torch.zeros(shape))) for name, shape in shapes.items()]
+    # Not zeros: Pion refuses an all-zero matrix it could never move.
+    return [(name, nn.Parameter(torch.ones(shape))) for name, shape in shapes.items()]
 
 
 def _local_model_config(model: Any):
