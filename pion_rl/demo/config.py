@@ -23,7 +23,7 @@ def setting(default, help: str):
 
 @dataclass
 class DemoConfig:
-    """Everything a demo run depends on. Defaults are `make demo`'s (see the README for its time on 2 cores)."""
+    """Everything a demo run depends on. Defaults are `make demo`'s (its wall time: benchmarks/README.md)."""
 
     optimizer: str = setting("all", "adamw | muon | pion | all (all three, then the comparison)")
     out_dir: str = setting("outputs/demo", "where runs, models, curves and summary.md go")

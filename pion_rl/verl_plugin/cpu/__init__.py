@@ -11,7 +11,7 @@ which ``verl/__init__.py`` imports. Importing it:
   and torch code it changes (a changed target fails here, in one line naming the patch).
 
 Not imported here: :mod:`.ordered_replay_buffer`, the replay buffer verl loads by name for a bitwise
-reproducible run (``trainer.v1.sampler.custom_sampler.*``, README "On a laptop").
+reproducible run (``trainer.v1.sampler.custom_sampler.*``, docs/cpu-run.md).
 """
 
 from __future__ import annotations
