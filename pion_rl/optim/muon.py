@@ -11,7 +11,7 @@ from .matrix_optimizer import MatrixOptimizer
 from .options import Number
 from .muon_math import muon_apply, muon_direction
 from .newton_schulz import NS_COEFFICIENTS
-from .units import from_units, to_units, unit_shape
+from .units import from_units, to_units
 
 _NS_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
 
@@ -102,8 +102,7 @@ class Muon(MatrixOptimizer):
 
     def _apply(self, p: Tensor, weight: Tensor, direction: Tensor, group: dict[str, Any]) -> None:
         """Decay ``weight`` and step it along ``direction`` (any matching rows of ``p``'s stored layout)."""
-        unit = unit_shape(tuple(p.shape), group.get("layout", "out_in"), group.get("halves"))[1:]
-        muon_apply(weight, direction, shape=unit, lr=group["lr"], rms_scale=group["rms_scale"],
+        muon_apply(weight, direction, shape=self._unit_shape(p, group)[1:], lr=group["lr"], rms_scale=group["rms_scale"],
                    weight_decay=group["weight_decay"])
 
     def _matrix_group(self, group: dict[str, Any], params: list[Tensor], owners: list[int]) -> None:
