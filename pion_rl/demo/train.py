@@ -49,9 +49,8 @@ def build_recipe_optimizer(
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the demo from a pion-rl checkout (make demo)")
     recipe = OmegaConf.to_container(OmegaConf.load(path))
-    overrides = recipe.get("override_optimizer_config") or {}
-    telemetry = {**overrides.get(TELEMETRY_KEY, {}), "enable": True, "spectrum_every": spectrum_every}
-    recipe["override_optimizer_config"] = {**overrides, TELEMETRY_KEY: telemetry}
+    telemetry = {"enable": True, "spectrum_every": spectrum_every}  # the recipe's block, with the demo's cadence
+    recipe["override_optimizer_config"] = {**recipe.get("override_optimizer_config", {}), TELEMETRY_KEY: telemetry}
     config = FSDPOptimizerConfig(lr=lr, **recipe)
     return build_optimizer_with_telemetry(model, config)
 
