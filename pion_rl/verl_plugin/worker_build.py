@@ -3,9 +3,9 @@
 verl's ``ActorRolloutRefWorker`` turns ``actor_rollout_ref.actor`` into its config dataclass, whose ``engine``
 carries the strategy and whose ``optim`` is the ``FSDPOptimizerConfig`` the engine hands to ``build_optimizer``;
 the reward loop loads ``reward.custom_reward_function`` and calls it with ``reward_kwargs``. Here the same
-steps run on a few stand-in parameters (an embedding, a q_proj of the model's heads, an MLP matrix, a norm)
-instead of the model, and pion-rl's reward checks its options instead of scoring. No GPU, model weights or
-data: the model's attention head size comes from its config when that is on this machine, and a model that a
+steps run on a stand-in module (an embedding, a q_proj of the model's heads, an MLP matrix, a norm, and the
+model's config) through the engine's own optimizer sequence, and pion-rl's reward checks its options instead of
+scoring. No GPU, model weights or data: the model's attention head size comes from its config when that is on this machine, and a model that a
 run could not load (a missing directory; an uncached Hub id while offline) is an error, as in the preflight.
 """
 
@@ -15,7 +15,6 @@ import sys
 import warnings
 from typing import Any
 
-import torch
 from torch import nn
 
 from pion_rl.optim.routing import WholeMatrixAttentionWarning, attention_head_size
@@ -38,7 +37,7 @@ def _build_actor_optimizer(config: Any) -> None:
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.config.optimizer import build_optimizer
 
-    from .optimizer_config import check_optimizer_config, uses_pion_rl, without_telemetry
+    from .optimizer_config import build_optimizer_with_telemetry, check_optimizer_config, uses_pion_rl
     from .preflight import model_problem
 
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # as ActorRolloutRefWorker.init_model does
@@ -49,34 +48,43 @@ def _build_actor_optimizer(config: Any) -> None:
     if problem:
         raise ValueError(problem)
     hf_config = _local_model_config(config.actor_rollout_ref.model)
-    if uses_pion_rl(optim):
-        optim = without_telemetry(optim)  # the engine takes the plugin's telemetry entry out, then builds
-        if hf_config is None and optim.optimizer == "Pion" and "head_dim" not in (optim.override_optimizer_config or {}):
-            print(f"dry run: no config of model {config.actor_rollout_ref.model.path!r} on this machine, so "
-                  f"Pion's per-head blocks are not checked against its head size", file=sys.stderr)
-    # q_proj gets the model's rows when its config is here, so a head_dim that does not split them fails.
-    q_rows = 2 * ((optim.override_optimizer_config or {}).get("head_dim") or _STAND_IN_WIDTH)
-    head_size = attention_head_size(hf_config) if hf_config is not None else None
-    if head_size:  # else not an attention model's config; the stand-in's rows stay
-        q_rows = getattr(hf_config, "num_attention_heads", 2) * head_size
-    named = _stand_in_parameters(q_rows)
-    # The engine passes names only to pion_rl.optim; every other optimizer gets plain parameters, as in verl.
+    head_dim = (optim.override_optimizer_config or {}).get("head_dim")
+    if uses_pion_rl(optim) and hf_config is None and optim.optimizer == "Pion" and not head_dim:
+        print(f"dry run: no config of model {config.actor_rollout_ref.model.path!r} on this machine, so "
+              f"Pion's per-head blocks are not checked against its head size", file=sys.stderr)
+    module = _StandInDecoder(hf_config, head_dim)
+    # The engine's _build_optimizer: pion-rl's sequence for pion_rl.optim, verl's own for any other optimizer.
     with warnings.catch_warnings():  # without the model's config the note above already says q/k/v are unchecked
         warnings.simplefilter("ignore", WholeMatrixAttentionWarning)
-        build_optimizer(named if uses_pion_rl(optim) else [p for _, p in named], optim)
+        if uses_pion_rl(optim):
+            build_optimizer_with_telemetry(module, optim)
+        else:
+            build_optimizer(module.parameters(), optim)
 
 
-def _stand_in_parameters(q_rows: int) -> list[tuple[str, nn.Parameter]]:
-    """One parameter of each kind the optimizers route differently, named as in a HF decoder."""
-    width = _STAND_IN_WIDTH
-    shapes = {
-        "model.embed_tokens.weight": (2 * width, width),
-        "model.layers.0.input_layernorm.weight": (width,),
-        "model.layers.0.self_attn.q_proj.weight": (q_rows, width),
-        "model.layers.0.mlp.down_proj.weight": (width, 2 * width),
-    }
-    # Not zeros: Pion refuses an all-zero matrix it could never move.
-    return [(name, nn.Parameter(torch.ones(shape))) for name, shape in shapes.items()]
+class _StandInDecoder(nn.Module):
+    """One module of each kind the optimizers route differently, named and typed as in a HF decoder, with the
+    model's config: q_proj has the model's attention rows (heads x head size) when its config is here, so a
+    head_dim that does not split them fails as it would in a worker. Weights are ones: Pion refuses an all-zero
+    matrix it could never move."""
+
+    def __init__(self, hf_config: Any, head_dim: int | None):
+        super().__init__()
+        width = _STAND_IN_WIDTH
+        head_size = attention_head_size(hf_config) if hf_config is not None else None
+        q_rows = getattr(hf_config, "num_attention_heads", 2) * head_size if head_size else 2 * (head_dim or width)
+        self.config = hf_config
+        self.model = nn.Module()
+        self.model.embed_tokens = nn.Embedding(2 * width, width)
+        layer = nn.Module()
+        layer.input_layernorm = nn.RMSNorm(width)
+        layer.self_attn = nn.Module()
+        layer.self_attn.q_proj = nn.Linear(width, q_rows, bias=False)
+        layer.mlp = nn.Module()
+        layer.mlp.down_proj = nn.Linear(2 * width, width, bias=False)
+        self.model.layers = nn.ModuleList([layer])
+        for p in self.parameters():
+            nn.init.ones_(p)
 
 
 def _local_model_config(model: Any):
