@@ -287,7 +287,8 @@ class MatrixOptimizer(torch.optim.Optimizer):
         return {p: g for g in self.param_groups if g["algorithm"] == self.algorithm for p in g["params"]}
 
     def matrix_state_numel(self) -> list[int]:
-        """Elements of state each matrix will hold, in group order: the costs owners are balanced by."""
+        """Elements of state each matrix will hold, in group order, experts updated in place included (their
+        state stays with the rank holding them); the exchanged matrices' costs are what owners are balanced by."""
         return [self._matrix_state_numel(p, g) for p, g in self._matrices().items()]
 
     def _ensure_owners(self) -> dict[Tensor, int]:
