@@ -141,7 +141,7 @@ def test_pion_refuses_lora_adapters_and_all_zero_matrices_muon_takes_them():
 
 
 def test_routing_cli_prints_the_table_of_a_local_model(tmp_path, capsys):
-    from pion_rl.optim.routing import main
+    from pion_rl.optim.routing.__main__ import main
 
     _model("qwen3_moe").config.save_pretrained(tmp_path)
     main([str(tmp_path)])
