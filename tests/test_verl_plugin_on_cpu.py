@@ -9,6 +9,8 @@ and resume goes through the engine's own checkpoint manager.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from gloo_ranks import run_on_ranks
 from verl_plugin_workers import (
@@ -102,16 +104,19 @@ def test_other_optimizer_impl_is_built_exactly_as_verl_does(reports):
 
 
 @pytest.mark.parametrize("optimizer", ["Pion", "Muon"])
-def test_fsdp1_fails_at_engine_start_with_the_fix(optimizer):
+@pytest.mark.parametrize(("model_type", "strategy_key"), [("language_model", "actor_rollout_ref.actor.strategy"),
+                                                          ("value_model", "critic.strategy")])
+def test_fsdp1_fails_at_engine_start_with_the_fix(optimizer, model_type, strategy_key):
     import pion_rl.verl_plugin.engine  # noqa: F401
     from verl.trainer.config import CheckpointConfig
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig
     from verl.workers.engine import EngineRegistry
 
-    # Raised before the model (or even the process group) is touched: no model_config is needed.
-    with pytest.raises(ValueError, match=r"set actor_rollout_ref\.actor\.strategy=fsdp2"):
+    # Raised before the model (or even the process group) is touched: no model_config is needed. The fix names
+    # the config of the engine at hand: the actor's or the critic's.
+    with pytest.raises(ValueError, match=rf"set {re.escape(strategy_key)}=fsdp2"):
         EngineRegistry.new(
-            model_type="language_model", backend="fsdp", model_config=None,
+            model_type=model_type, backend="fsdp", model_config=None,
             engine_config=FSDPEngineConfig(strategy="fsdp"),
             optimizer_config=FSDPOptimizerConfig(optimizer_impl="pion_rl.optim", optimizer=optimizer),
             checkpoint_config=CheckpointConfig(),

@@ -30,7 +30,7 @@ from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithValueHead
 
 from pion_rl.telemetry.monitor import REDUCTIONS
 
-from .optimizer_config import build_optimizer_with_telemetry, check_optimizer_config, uses_pion_rl
+from .optimizer_config import ACTOR_OPTIM, build_optimizer_with_telemetry, check_optimizer_config, uses_pion_rl
 
 
 def _platform() -> tuple[str, str]:
@@ -51,10 +51,13 @@ class _PionRLOptimizer:
     """What pion-rl's engines add to verl's: the optimizer from ``pion_rl.optim`` gets the module (routed by what
     each tensor is, :mod:`pion_rl.optim.routing`), and ``train_batch`` metrics carry its telemetry."""
 
+    #: Where this engine's optimizer config sits in verl's trainer config: what its errors name.
+    optim_section = ACTOR_OPTIM
+
     def __init__(self, model_config, engine_config, optimizer_config, checkpoint_config):
         # Checked before the model is loaded, so a wrong strategy fails at start-up, not after minutes.
         if not engine_config.forward_only:
-            check_optimizer_config(optimizer_config, engine_config.strategy)
+            check_optimizer_config(optimizer_config, engine_config.strategy, self.optim_section)
         self.telemetry = None
         super().__init__(model_config, engine_config, optimizer_config, checkpoint_config)
 
@@ -91,3 +94,5 @@ class NamedParamsFSDPEngine(_PionRLOptimizer, FSDPEngineWithLMHead):
 class NamedParamsFSDPValueEngine(_PionRLOptimizer, FSDPEngineWithValueHead):
     """verl's PPO critic engine with pion-rl's optimizer building (``critic.optim.optimizer_impl=pion_rl.optim``);
     the value head (``score``, 1 x hidden) is a readout and goes to AdamW."""
+
+    optim_section = "critic.optim"

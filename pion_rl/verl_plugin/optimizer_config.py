@@ -1,4 +1,5 @@
-"""Rules for verl's actor optimizer config (``actor_rollout_ref.actor.optim``) when it selects pion-rl.
+"""Rules for verl's optimizer config (the actor's ``actor_rollout_ref.actor.optim``, the critic's ``critic.optim``)
+when it selects pion-rl.
 
 Plain functions on verl's ``FSDPOptimizerConfig`` (or the equivalent DictConfig): the engine applies them
 when it builds the optimizer, and ``pion_rl.verl_plugin.compose`` applies them to a dry-run config, so a bad
@@ -23,6 +24,8 @@ MATRIX_OPTIMIZERS = ("Pion", "Muon")
 TELEMETRY_KEY = "telemetry"
 #: Telemetry settings and their defaults (see :class:`pion_rl.telemetry.OptimizerTelemetry`).
 TELEMETRY_DEFAULTS = {"enable": True, "spectrum_every": 10}
+#: Where the actor's optimizer config sits in verl's trainer config (the critic's is ``critic.optim``).
+ACTOR_OPTIM = "actor_rollout_ref.actor.optim"
 
 
 def uses_pion_rl(optim_config: Any) -> bool:
@@ -30,20 +33,21 @@ def uses_pion_rl(optim_config: Any) -> bool:
     return optim_config.get("optimizer_impl") == PION_RL_IMPL
 
 
-def check_optimizer_config(optim_config: Any, strategy: str) -> None:
+def check_optimizer_config(optim_config: Any, strategy: str, section: str = ACTOR_OPTIM) -> None:
     """Raise ValueError if a pion-rl optimizer is misnamed, given an option it does not take
     (``override_optimizer_config``), or cannot run under ``strategy``.
 
     Args:
         optim_config: verl's ``FSDPOptimizerConfig`` or the ``actor_rollout_ref.actor.optim`` DictConfig.
-        strategy: ``actor_rollout_ref.actor.strategy`` ("fsdp", "fsdp2", ...).
+        strategy: the engine's strategy ("fsdp", "fsdp2", ...), ``actor_rollout_ref.actor.strategy`` for the actor.
+        section: where ``optim_config`` sits in the trainer config, named in the errors.
     """
     if not uses_pion_rl(optim_config):
         return
     name = optim_config.get("optimizer")
     if name not in PION_RL_OPTIMIZERS:
         raise ValueError(
-            f"actor_rollout_ref.actor.optim.optimizer={name!r} is not a pion-rl optimizer; with "
+            f"{section}.optimizer={name!r} is not a pion-rl optimizer; with "
             f"optimizer_impl={PION_RL_IMPL} use one of {', '.join(PION_RL_OPTIMIZERS)} "
             f"(or the recipe group: optimizer=pion|muon|adamw)"
         )
@@ -52,24 +56,25 @@ def check_optimizer_config(optim_config: Any, strategy: str) -> None:
     from_optim = {"lr", "weight_decay"} | ({"betas"} if "adam" in name.lower() else set())
     options = [o for o in inspect.signature(getattr(importlib.import_module(PION_RL_IMPL), name)).parameters
                if o not in {"params", "process_group"} | from_optim]
-    telemetry_settings(optim_config)
+    telemetry_settings(optim_config, section)
     unknown = sorted(set(optim_config.get("override_optimizer_config") or {}) - set(options) - {TELEMETRY_KEY})
     if unknown:
         elsewhere = sorted(from_optim & set(unknown))
         raise ValueError(
-            f"actor_rollout_ref.actor.optim.override_optimizer_config has option(s) {unknown} that {name} does "
+            f"{section}.override_optimizer_config has option(s) {unknown} that {name} does "
             f"not take there; it takes {', '.join(options)}"
-            + "".join(f"; set {key} as actor_rollout_ref.actor.optim.{key}" for key in elsewhere)
+            + "".join(f"; set {key} as {section}.{key}" for key in elsewhere)
         )
+    strategy_key = section.rsplit(".", 1)[0] + ".strategy"  # the actor's or the critic's strategy
     if name in MATRIX_OPTIMIZERS and strategy != "fsdp2":
         raise ValueError(
-            f"{name} updates whole 2-D weight matrices, but actor_rollout_ref.actor.strategy={strategy!r} does not "
+            f"{name} updates whole 2-D weight matrices, but {strategy_key}={strategy!r} does not "
             f"hand the optimizer 2-D parameters (FSDP1 flattens them into 1-D shards); "
-            f"set actor_rollout_ref.actor.strategy=fsdp2"
+            f"set {strategy_key}=fsdp2"
         )
 
 
-def telemetry_settings(optim_config: Any) -> dict[str, Any] | None:
+def telemetry_settings(optim_config: Any, section: str = ACTOR_OPTIM) -> dict[str, Any] | None:
     """The telemetry settings under ``override_optimizer_config.telemetry`` with defaults filled in, or None when
     ``enable`` is false or the entry is absent. Raises ValueError for an unknown key or a bad value."""
     given = (optim_config.get("override_optimizer_config") or {}).get(TELEMETRY_KEY)
@@ -77,12 +82,12 @@ def telemetry_settings(optim_config: Any) -> dict[str, Any] | None:
         return None
     unknown = sorted(set(given) - set(TELEMETRY_DEFAULTS))
     if unknown:
-        raise ValueError(f"actor_rollout_ref.actor.optim.override_optimizer_config.{TELEMETRY_KEY} has unknown "
+        raise ValueError(f"{section}.override_optimizer_config.{TELEMETRY_KEY} has unknown "
                          f"key(s) {unknown}; valid keys: {', '.join(TELEMETRY_DEFAULTS)}")
     settings = {**TELEMETRY_DEFAULTS, **given}
     every = settings["spectrum_every"]
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-        raise ValueError(f"actor_rollout_ref.actor.optim.override_optimizer_config.{TELEMETRY_KEY}.spectrum_every "
+        raise ValueError(f"{section}.override_optimizer_config.{TELEMETRY_KEY}.spectrum_every "
                          f"must be an int >= 0 (0 turns singular values off), got {every!r}")
     return {k: v for k, v in settings.items() if k != "enable"} if settings["enable"] else None
 
