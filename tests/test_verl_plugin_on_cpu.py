@@ -2,7 +2,8 @@
 
 Two gloo ranks build verl's actor engine the way ``ActorRolloutRefWorker`` does: ``EngineRegistry.new`` (after
 the plugin import that ``external_lib`` performs), then ``initialize()``: HF model load, FSDP2 ``fully_shard``,
-``_build_optimizer``, lr scheduler. One training step runs through verl's ``optimizer_step`` (clip + step).
+``_build_optimizer``, lr scheduler. One training step runs through verl's ``optimizer_step`` (clip + step), on a tiny Qwen3 and a tiny Qwen3-MoE
+(packed experts), and with verl's LoRA path (``lora_rank``).
 The optimizer is then inspected: which parameter landed in which group, and what one step did to it. A save
 and resume goes through the engine's own checkpoint manager.
 """
@@ -16,10 +17,13 @@ from gloo_ranks import run_on_ranks
 from verl_plugin_workers import (
     TINY_HEAD_DIM,
     TINY_QWEN3,
+    TINY_QWEN3_MOE,
     checkpoint_export_report,
     checkpoint_resume_report,
     engine_report,
+    moe_and_lora_report,
     write_tiny_qwen3,
+    write_tiny_qwen3_moe,
 )
 
 ADAMW_NAMES = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} | {
@@ -195,3 +199,40 @@ def test_checkpoint_exports_a_hf_model_with_identical_logits(tmp_path):
     assert torch.equal(logits(remerged), logits(in_bf16))
     assert AutoTokenizer.from_pretrained(merged).apply_chat_template(messages) == \
         build_tokenizer().apply_chat_template(messages)
+
+
+@pytest.fixture(scope="module")
+def moe_and_lora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moe_and_lora")
+    return run_on_ranks(moe_and_lora_report, 2, str(write_tiny_qwen3_moe(root / "moe")),
+                        str(write_tiny_qwen3(root / "dense")))
+
+
+def test_pion_through_verls_engine_rotates_each_packed_expert_where_fsdp2_put_it(moe_and_lora):
+    experts = TINY_QWEN3_MOE["num_experts"]
+    for report in (r["moe"] for r in moe_and_lora):
+        routed = {n: g["algorithm"] for g in report["groups"] for n in g["names"]}
+        assert all(routed[n] == "pion" for n in report["expert_sv_drift"]) and len(report["expert_sv_drift"]) == 2
+        # Every expert's gate, up and down matrix moved, each keeping its singular values (Cayley is orthogonal).
+        assert all(fraction == 1.0 for fraction in report["experts_moved"].values())
+        assert max(report["expert_sv_drift"].values()) < 1e-6
+        # Shard(0) left experts / 2 whole experts on each rank; their state is there, one block per expert
+        # (two for gate_up: gate and up), nothing gathered.
+        for name, shape in report["expert_local_shape"].items():
+            assert shape[0] == experts // 2
+            halves = 2 if name.endswith("gate_up_proj") else 1
+            assert report["expert_state"][name][0] == halves * experts // 2
+
+
+def test_verls_lora_path_trains_adapters_under_muon_and_pion_refuses_it_at_engine_start(moe_and_lora):
+    for report in moe_and_lora:
+        muon = report["lora_muon"]
+        assert muon["trainable"] and all("lora_" in n for n in muon["trainable"])
+        # The first step moves exactly the zero-initialized lora_B (lora_A's gradient is B^T(...) = 0): the
+        # frozen base stays as it was.
+        assert muon["changed"] == sorted(n for n in muon["trainable"] if "lora_B" in n)
+        assert min(muon["lora_B_norm"].values()) > 0
+        routed = {n: g["algorithm"] for g in muon["groups"] for n in g["names"]}
+        assert {routed[n] for n in muon["trainable"]} == {"muon"}
+        assert "Pion cannot train LoRA adapters" in report["lora_pion_error"]
+        assert "Muon or AdamW" in report["lora_pion_error"]

@@ -21,12 +21,30 @@ TINY_QWEN3 = dict(
 TINY_HEAD_DIM = TINY_QWEN3["head_dim"]
 
 
+#: Tiny Qwen3-MoE: 4 experts stored packed as transformers 5 does (gate_up_proj [E, 2I, H], down_proj [E, H, I]),
+#: so FSDP2's Shard(0) leaves 2 whole experts on each of 2 ranks.
+TINY_QWEN3_MOE = dict(
+    vocab_size=128, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_experts=4,
+    num_experts_per_tok=2, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    max_position_embeddings=64, tie_word_embeddings=False,
+)
+
+
 def write_tiny_qwen3(directory: Path) -> Path:
     """Save a randomly initialised tiny Qwen3ForCausalLM (config + weights) for verl's loader to read."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
     Qwen3ForCausalLM(Qwen3Config(**TINY_QWEN3)).save_pretrained(directory)
+    return directory
+
+
+def write_tiny_qwen3_moe(directory: Path) -> Path:
+    """Save a randomly initialised tiny Qwen3MoeForCausalLM for verl's loader to read."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(0)
+    Qwen3MoeForCausalLM(Qwen3MoeConfig(**TINY_QWEN3_MOE)).save_pretrained(directory)
     return directory
 
 
@@ -44,15 +62,17 @@ def _cpu_device_patches(stack: ExitStack) -> None:
 
 
 def build_engine(model_dir: str, strategy: str, optimizer_impl: str, optimizer: str, overrides: dict | None,
-                 lr: float = 1e-3, weight_decay: float = 0.01, checkpoint_config=None, load_tokenizer: bool = False):
-    """verl's engine for a language model, looked up in EngineRegistry and initialised: model, FSDP, optimizer."""
+                 lr: float = 1e-3, weight_decay: float = 0.01, checkpoint_config=None, load_tokenizer: bool = False,
+                 **model_options):
+    """verl's engine for a language model, looked up in EngineRegistry and initialised: model, FSDP, optimizer.
+    ``model_options`` go to verl's HFModelConfig (e.g. ``lora_rank``, ``target_modules``)."""
     from verl.trainer.config import CheckpointConfig
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
     from verl.workers.engine import EngineRegistry
 
     model_config = HFModelConfig(path=model_dir, load_tokenizer=load_tokenizer, use_remove_padding=False,
                                  enable_gradient_checkpointing=False,
-                                 override_config={"attn_implementation": "eager"})
+                                 override_config={"attn_implementation": "eager"}, **model_options)
     engine_config = FSDPEngineConfig(strategy=strategy, use_torch_compile=False)
     optimizer_config = FSDPOptimizerConfig(lr=lr, weight_decay=weight_decay, optimizer_impl=optimizer_impl,
                                            optimizer=optimizer, override_optimizer_config=overrides,
@@ -87,7 +107,7 @@ def _train_step(engine) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     engine.optimizer.zero_grad(set_to_none=True)  # as verl's training loop does before each batch
     before = {n: p.full_tensor().detach().clone() for n, p in module.named_parameters()}
     torch.manual_seed(1)
-    ids = torch.randint(0, TINY_QWEN3["vocab_size"], (2, 12))
+    ids = torch.randint(0, TINY_QWEN3["vocab_size"], (2, 12))  # the MoE model has the same vocabulary
     logits = module(input_ids=ids).logits.float()
     torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
     with ExitStack() as stack:
@@ -208,3 +228,54 @@ def checkpoint_export_report(model_dir: str, actor_dir: str) -> dict:
         _cpu_checkpoint_patches(stack)
         engine.save_checkpoint(actor_dir, global_step=1)
     return {name: param.full_tensor().detach().numpy() for name, param in engine.module.named_parameters()}
+
+
+def _expert_blocks(name: str, weight: torch.Tensor) -> list[torch.Tensor]:
+    """Each expert's matrices of a packed experts tensor, written out from transformers' layout: gate_up_proj
+    [E, 2I, H] holds gate then up along dim 1 (two blocks per expert), down_proj [E, H, I] one matrix each."""
+    if name.endswith("gate_up_proj"):
+        return [half for expert in weight for half in expert.chunk(2)]
+    return list(weight)
+
+
+def moe_and_lora_report(moe_dir: str, dense_dir: str) -> dict:
+    """Pion through verl's engine on a tiny Qwen3-MoE, and verl's LoRA path (``lora_rank``) under Muon and Pion."""
+    import pion_rl.verl_plugin.engine  # noqa: F401 - what external_lib does in a verl worker
+
+    report = {}
+    engine = build_engine(moe_dir, "fsdp2", "pion_rl.optim", "Pion", PION_OPTIONS, lr=STEP_LR, weight_decay=0.0)
+    optimizer = engine.optimizer
+    experts = {n: p for n, p in engine.module.named_parameters() if ".experts." in n}
+    weights = _train_step(engine)
+    drift, moved = {}, {}
+    for name in experts:
+        before, after = (_expert_blocks(name, w.double()) for w in weights[name])
+        drift[name] = max(((torch.linalg.svdvals(a) - torch.linalg.svdvals(b)).abs().max()
+                           / torch.linalg.svdvals(b).max()).item() for b, a in zip(before, after))
+        moved[name] = sum(not torch.equal(b, a) for b, a in zip(before, after)) / len(before)
+    report["moe"] = {
+        "groups": _group_summary(optimizer),
+        "expert_sv_drift": drift,
+        "experts_moved": moved,
+        # Where each packed tensor's state lives: the shape of its in-side momentum on this rank (absent: none).
+        "expert_state": {n: list(optimizer.state[p]["m_in"].shape) for n, p in experts.items()
+                         if "m_in" in optimizer.state.get(p, {})},
+        "expert_local_shape": {n: list(p.to_local().shape) for n, p in experts.items()},
+    }
+    lora = {"lora_rank": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    engine = build_engine(dense_dir, "fsdp2", "pion_rl.optim", "Muon", MUON_OPTIONS, lr=STEP_LR, weight_decay=0.0,
+                          **lora)
+    trainable = {n for n, p in engine.module.named_parameters() if p.requires_grad}
+    weights = _train_step(engine)
+    report["lora_muon"] = {
+        "groups": _group_summary(engine.optimizer),
+        "trainable": sorted(trainable),
+        "changed": sorted(n for n, (b, a) in weights.items() if not torch.equal(b, a)),
+        "lora_B_norm": {n: a.norm().item() for n, (_, a) in weights.items() if "lora_B" in n},
+    }
+    try:
+        build_engine(dense_dir, "fsdp2", "pion_rl.optim", "Pion", PION_OPTIONS, **lora)
+        report["lora_pion_error"] = None
+    except ValueError as error:
+        report["lora_pion_error"] = str(error)
+    return report
