@@ -17,6 +17,7 @@ import torch
 from optimizer_step import HEAD_DIM, layer_parameters, layer_shapes, timed
 
 from pion_rl.optim import param_groups
+from pion_rl.optim.units import to_units
 from pion_rl.telemetry import OptimizerTelemetry
 from pion_rl.telemetry.spectra import unit_singular_values
 
@@ -47,7 +48,8 @@ def main(argv=None):
     for group in param_groups(named, optimizer="pion", head_dim=HEAD_DIM):
         if group["algorithm"] == "pion":
             for p in group["params"]:
-                unit_singular_values(p, group.get("row_block"))
+                unit_singular_values(to_units(p, group.get("layout", "out_in"), group.get("halves"),
+                                              group.get("row_block"))[0])
     print(f"+ singular values of every unit (float64): {time.perf_counter() - start:8.3f} s (spectrum steps only)")
     print(f"snapshot held during step(): {params * 4 / 1e6:.0f} MB (4 bytes per fp32 parameter held by the rank)")
 

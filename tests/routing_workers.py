@@ -6,6 +6,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import init_device_mesh
 
 from pion_rl.optim import Muon, Pion
+from pion_rl.telemetry import OptimizerTelemetry
 
 
 def tiny_deepseek():
@@ -20,12 +21,15 @@ def tiny_deepseek():
     return tf.AutoModelForCausalLM.from_config(config).float()
 
 
-def step_model(model, optimizer, steps):
+def step_model(model, optimizer, steps) -> dict[str, float]:
+    """``steps`` steps under the optimizer telemetry (singular values every step); the last step's metrics."""
+    telemetry = OptimizerTelemetry(optimizer, model, spectrum_every=1)
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
     for _ in range(steps):
         optimizer.zero_grad()
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
+    return telemetry.pop_metrics()
 
 
 def make_optimizer(name: str, model):
@@ -37,16 +41,17 @@ def make_optimizer(name: str, model):
 
 
 def run(name: str, steps: int = 3):
-    """Train on FSDP2 over every rank; return full weights, and where expert state lives on this rank."""
+    """Train on FSDP2 over every rank; return full weights, where expert state lives on this rank, the owners and
+    the telemetry's metrics."""
     model = tiny_deepseek()
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     optimizer = make_optimizer(name, model)
-    step_model(model, optimizer, steps)
+    metrics = step_model(model, optimizer, steps)
     # numpy arrays travel back by value (tensors would go through shared memory the exiting child holds)
     weights = {n: p.full_tensor().detach().numpy().copy() for n, p in model.named_parameters()}
     experts = {n: (tuple(p.to_local().shape), {k: tuple(v.shape) for k, v in optimizer.state[p].items()})
                for n, p in model.named_parameters() if n.endswith(("experts.gate_up_proj", "experts.down_proj"))}
-    return weights, experts, optimizer.state_dict()["sharding"]["owners"]
+    return weights, experts, optimizer.state_dict()["sharding"]["owners"], metrics

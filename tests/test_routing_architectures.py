@@ -185,3 +185,50 @@ def test_the_critic_engine_is_pion_rls_and_its_value_head_goes_to_adamw(caplog):
     pion_total = next(line for line in table.splitlines() if line.startswith("pion total"))
     matrices = sum(p.numel() for g in optimizer.param_groups if g["algorithm"] == "pion" for p in g["params"])
     assert int(pion_total.split()[-2].replace(",", "")) == matrices
+
+
+# Units written out by hand for the telemetry check: name suffix -> (B, r, c) batch of the stored weight.
+HAND_UNITS = {
+    "qwen3_moe": {
+        ("q_proj.weight", "k_proj.weight", "v_proj.weight"): lambda w: w.reshape(-1, 8, w.shape[1]),
+        ("experts.gate_up_proj",): lambda w: w.reshape(w.shape[0] * 2, w.shape[1] // 2, w.shape[2]),
+        ("experts.down_proj",): lambda w: w,
+        ("o_proj.weight",): lambda w: w[None],
+    },
+    "gpt2": {  # Conv1D stores (in, out): c_attn's out columns are q, k, v heads of 8
+        ("attn.c_attn.weight",): lambda w: w.T.reshape(-1, 8, w.shape[0]),
+        ("attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"): lambda w: w.T[None],
+    },
+}
+
+
+@pytest.mark.parametrize("arch", sorted(HAND_UNITS))
+def test_telemetry_measures_packed_experts_and_in_out_storage_per_unit(arch):
+    """AdamW moves singular values; the telemetry's drift of unit norms and spectra equals a direct computation on
+    units written out by hand (per head of q/k/v or c_attn's columns, per expert and half)."""
+    from pion_rl.telemetry import OptimizerTelemetry
+
+    model = _model(arch)
+    named = dict(model.named_parameters())
+    hand = {n: split for suffixes, split in HAND_UNITS[arch].items() for n in named if n.endswith(suffixes)}
+    assert any(named[n].ndim == 3 for n in hand) == (arch == "qwen3_moe")
+    w0 = {n: named[n].detach().double().clone() for n in hand}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    telemetry = OptimizerTelemetry(optimizer, model, spectrum_every=1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        _loss(model).backward()
+        optimizer.step()
+    metrics = telemetry.pop_metrics()
+    fro, sv = [], []
+    for n, split in hand.items():
+        u0, u = split(w0[n]), split(named[n].detach().double())
+        fro.append(((torch.linalg.matrix_norm(u) - torch.linalg.matrix_norm(u0)).abs()
+                    / torch.linalg.matrix_norm(u0)).max())
+        s0, s = torch.linalg.svdvals(u0), torch.linalg.svdvals(u)
+        sv.append(((s - s0).abs() / s0.amax(-1, keepdim=True)).flatten())
+    sv = torch.cat(sv)
+    assert len(telemetry.matrices) == len(hand)  # every hidden map is measured, none missed
+    assert metrics["optim/max_rel_fro_change"] == pytest.approx(float(max(fro)), rel=1e-9)
+    assert metrics["optim/max_rel_sv_change"] == pytest.approx(float(sv.max()), rel=1e-7)
+    assert metrics["optim/mean_rel_sv_change"] == pytest.approx(float(sv.mean()), rel=1e-7)

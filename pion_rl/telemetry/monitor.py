@@ -2,14 +2,15 @@
 
 :class:`OptimizerTelemetry` hooks into a torch optimizer (step pre/post hooks, state-dict hooks), so it works
 the same for ``torch.optim.AdamW`` and for pion-rl's Pion and Muon, on one process, FSDP2, HSDP or DDP. Its
-matrices are the 2-D hidden matrices the routing (:mod:`pion_rl.optim.routing`) gives Pion, in Pion's units
-(q/k/v per attention head, fused gate/up in halves), whichever optimizer runs; packed experts and
-``(in, out)``-stored matrices are not measured yet.
+matrices are the tensors the routing (:mod:`pion_rl.optim.routing`) gives Pion, in Pion's units (q/k/v per
+attention head, fused gate/up in halves, packed experts per expert, ``(in, out)`` storage as its maps),
+whichever optimizer runs.
 
 Cost per step: a snapshot of this rank's parameter shards during ``step()`` (for the update RMS), local sums,
 one sum and one max all-reduce of a few thousand numbers. Every ``spectrum_every`` steps the matrices are
 also gathered whole on owner ranks by the optimizers' own exchange (W only, nothing sent back), in parallel
-across ranks, and their units' singular values compared with the first step's.
+across ranks, and their units' singular values compared with the first step's; packed experts are measured
+where they are, by the rank holding each expert.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from pion_rl.optim.routing import UnroutedTensorWarning, route_pairs, route_parameters
 from pion_rl.optim.sharding import local_tensor, make_exchange
+from pion_rl.optim.units import is_experts, to_units
 
 from .spectra import relative_sv_change, svd_cost, unit_singular_values, unit_square_norms
 
@@ -93,8 +95,7 @@ class OptimizerTelemetry:
             warnings.simplefilter("ignore", UnroutedTensorWarning)
             routes = route_parameters(named_params if isinstance(named_params, nn.Module) else named, head_dim=head_dim)
         params = dict(named)
-        self.matrices = [(r.name, params[r.name], r.head_rows or r.units()[1])
-                         for r in routes if r.matrix and r.layout == "out_in"]
+        self.matrices = [(r.name, params[r.name], r) for r in routes if r.matrix]
         self.others = [(r.name, params[r.name]) for r in routes if not r.matrix]
         updated = {id(p) for g in optimizer.param_groups for p in g["params"]}
         missing = [name for name, p, *_ in self.matrices + self.others if id(p) not in updated]
@@ -104,8 +105,14 @@ class OptimizerTelemetry:
         self.optimizer = optimizer
         self.spectrum_every = spectrum_every
         self.exchange = make_exchange([p for _, p, _ in self.matrices] + [p for _, p in self.others], process_group)
-        self.owners = self.exchange.assign_owners([svd_cost(*p.shape, block) for _, p, block in self.matrices])
-        self.num_units = [p.shape[0] // block for _, p, block in self.matrices]
+        # Experts are whole on the rank holding them (FSDP2 shards their dim 0): measured there, no owner.
+        self.local = [i for i, (_, _, r) in enumerate(self.matrices) if is_experts(r.layout)]
+        gathered = [i for i in range(len(self.matrices)) if i not in self.local]
+        owners = self.exchange.assign_owners([svd_cost(*self.matrices[i][2].units()) for i in gathered])
+        self.owners = [-1] * len(self.matrices)
+        for i, owner in zip(gathered, owners):
+            self.owners[i] = owner
+        self.num_units = [r.units()[0] for _, _, r in self.matrices]
         self.step = 0  # optimizer steps measured, across resumes
         self.fro_reference: Tensor | None = None  # (units,) ||W_0||_F of every unit
         self.sv_reference: dict[int, Tensor] | None = None  # matrix index -> (B, k), owned matrices only
@@ -210,7 +217,8 @@ class OptimizerTelemetry:
             return state_dict
         self.step = int(saved["step"])
         names = {name: i for i, (name, _, _) in enumerate(self.matrices)}
-        owned = {i for i, owner in enumerate(self.owners) if owner == self.exchange.rank}
+        owned = {i for i, owner in enumerate(self.owners) if owner == self.exchange.rank} | {
+            i for i in self.local if local_tensor(self.matrices[i][1]).shape[0]}
         fro, svs = saved["fro_reference"], saved["sv_reference"]
         if (fro is not None and fro.numel() != sum(self.num_units)) or (
                 svs is not None and {names.get(n) for n in svs} != owned):
@@ -239,19 +247,27 @@ class OptimizerTelemetry:
     def _unit_square_norms(self) -> Tensor:
         """``(units,)`` this rank's partial squared Frobenius norms of every unit of every matrix."""
         parts = []
-        for (_, p, block), units in zip(self.matrices, self.num_units):
+        for _, p, r in self.matrices:
             start, _ = self.exchange.local_rows(p.shape[0])
-            parts.append(unit_square_norms(local_tensor(p).detach(), start, block, units))
+            parts.append(unit_square_norms(local_tensor(p).detach(), start, r.shape, r.layout, r.halves, r.head_rows))
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=self._device())
 
     def _singular_values(self) -> dict[int, Tensor]:
-        """Singular values of the units of every matrix this rank owns (gathered whole by the exchange)."""
+        """Singular values of the units of every matrix this rank owns (gathered whole by the exchange) and of the
+        experts it holds: matrix index -> ``(units, k)``."""
         values: dict[int, Tensor] = {}
 
-        def visit(index: int, weight: Tensor) -> None:
-            values[index] = unit_singular_values(weight, self.matrices[index][2])
+        def measure(index: int, weight: Tensor) -> None:
+            r = self.matrices[index][2]
+            values[index] = unit_singular_values(to_units(weight, r.layout, r.halves, r.head_rows)[0])
 
-        self.exchange.visit_owned([p for _, p, _ in self.matrices], self.owners, visit)
+        gathered = [i for i, owner in enumerate(self.owners) if owner >= 0]
+        self.exchange.visit_owned([self.matrices[i][1] for i in gathered], [self.owners[i] for i in gathered],
+                                  lambda k, weight: measure(gathered[k], weight))
+        for index in self.local:
+            weight = local_tensor(self.matrices[index][1]).detach()
+            if weight.shape[0]:
+                measure(index, weight)
         return values
 
     def _local_state_bytes(self) -> int:
