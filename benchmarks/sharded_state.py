@@ -109,8 +109,8 @@ def exchange_bytes_per_rank(optimizer: str, matrices, owners, layout: RowLayout)
     return sent, received
 
 
-def gb(n: float) -> str:
-    return f"{n / 1e9:.2f}"
+def gb(n: float, digits: int = 2) -> str:
+    return f"{n / 1e9:.{digits}f}"
 
 
 def matrix_label(name: str, model: nn.Module) -> str:
@@ -141,7 +141,7 @@ def scale_table() -> str:
 
 
 def short_table() -> str:
-    """:func:`scale_table`'s busiest rank at the smallest and largest world size, one row per model."""
+    """:func:`scale_table`'s busiest rank at the smallest and largest world size, one row per model, to 0.1 GB."""
     few, many = WORLD_SIZES[0], WORLD_SIZES[-1]
     lines = [f"| model: GB per rank at {few} → {many} ranks | " + " | ".join(OPTIMIZERS) + " |",
              "|---|" + "---|" * len(OPTIMIZERS)]
@@ -150,7 +150,7 @@ def short_table() -> str:
         cells = []
         for optimizer in OPTIMIZERS:
             a, b = (max(state_bytes_per_rank(model, optimizer, world)["sharded"]) for world in (few, many))
-            cells.append(f"{gb(a)} → {gb(b)}")
+            cells.append(f"{gb(a, 1)} → {gb(b, 1)}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
