@@ -59,7 +59,9 @@ def shard_numel(p: torch.Tensor, layout: RowLayout) -> list[int]:
 
 
 def state_bytes_per_rank(model: nn.Module, optimizer: str, world: int) -> dict:
-    """Sharded and unsharded (every rank holds all matrix state, as the public Pion release did) state bytes."""
+    """Sharded and unsharded (every rank holds all matrix state, as the public Pion release did) state bytes per
+    rank, and ``largest``: (name, state bytes) of the matrix with the most state, whole on its owner (None for
+    AdamW)."""
     layout = RowLayout(shard=tuple(range(world)), replica=(0,) * world, num_shards=world)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = {id(p): n for n, p in named}
