@@ -56,7 +56,7 @@ echo "ray ${STANDIN_NODE:-local} $*" >> "$STANDIN_LOG"
     "python": r"""
 [[ $1 == - ]] || { echo "unexpected python $*" >> "$STANDIN_LOG"; exit 1; }
 cat > /dev/null
-for _ in $(seq 200); do
+for _ in $(seq 1200); do  # 60 s
     (( $(grep -c '^ray .* start ' "$STANDIN_LOG") >= $3 )) && { echo "wait-for-nodes $2 $3" >> "$STANDIN_LOG"; exit 0; }
     sleep 0.05
 done
@@ -117,7 +117,7 @@ class Job:
             self.process = subprocess.Popen(["bash", str(SCRIPT), *args], env=env, stdout=stdout, stderr=stderr,
                                             start_new_session=True)
 
-    def finish(self, timeout: float = 60) -> int:
+    def finish(self, timeout: float = 120) -> int:
         try:
             self.returncode = self.process.wait(timeout=timeout)
             return self.returncode
@@ -185,13 +185,13 @@ def test_a_failing_recipe_still_stops_ray_and_its_status_is_the_jobs(allocation)
 def test_a_cancelled_job_stops_the_recipe_and_ray(allocation):
     env, log = allocation
     job = Job({**env, "STANDIN_RECIPE_HANG": "1"}, out=log.with_name("job"))
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not any(line.startswith("recipe ") for line in events(log)) and job.process.poll() is None:
         if time.monotonic() > deadline:
             job.finish(timeout=0)  # kills the job and raises: the recipe never started
         time.sleep(0.05)
     job.process.send_signal(signal.SIGTERM)  # what scancel sends
-    assert job.finish(timeout=30) == 143, job.stderr
+    assert job.finish(timeout=120) == 143, job.stderr
     lines = events(log)
     assert "recipe-stopped" in lines
     assert_ray_started_and_stopped(lines)
