@@ -263,6 +263,34 @@ def test_benchmarks_readme_is_a_users_document():
     assert "not yet measured" in text.lower()
 
 
+def markdown_tables(text: str) -> list[list[str]]:
+    """Every markdown table of ``text``, as its rows with the indentation stripped."""
+    tables, rows = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.strip().startswith("|"):
+            rows.append(line.strip())
+        elif rows:
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def test_the_state_tables_are_what_the_benchmark_prints_now():
+    # benchmarks/sharded_state.py computes them from shapes (no timing, no hub), so its output is the same on any
+    # machine and a page that shows another table is out of date: the table at scale (docs/multi-node.md), its
+    # short form (README.md), and the detail at world size 8 (benchmarks/README.md).
+    run = subprocess.run([sys.executable, "benchmarks/sharded_state.py"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    at_scale, short, *detail = markdown_tables(run.stdout)
+    for page, tables in (("docs/multi-node.md", [at_scale]), ("README.md", [short]),
+                         ("benchmarks/README.md", detail)):
+        shown = markdown_tables((REPO / page).read_text())
+        for table in tables:
+            assert table in shown, f"{page} does not show this table of benchmarks/sharded_state.py:\n" + "\n".join(
+                table)
+
+
 # ------------------------------------------------------------------ install
 
 

@@ -147,8 +147,8 @@ class Pion(MatrixOptimizer):
     def _check_trainable(self) -> None:
         # Decided over every rank together (a rank raising alone would leave the others waiting).
         matrices = list(self._matrices().items())
-        if not matrices:
-            return
+        if not matrices or local_tensor(matrices[0][0]).is_meta:
+            return  # a model on the meta device (shapes only, e.g. to size the state) has no values to check
         nonzero = torch.stack([local_tensor(p).detach().count_nonzero() > 0 for p, _ in matrices])
         zero = ~self._exchange.any_rank(nonzero.to(local_tensor(matrices[0][0]).device))
         if zero.any():
