@@ -47,17 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--nodes, --gpus-per-node and --cpus-per-node are whole numbers >= 1")
 
     stop = threading.Event()
-    # Short: Ray's unix sockets live under it, and their paths are limited to about 100 characters.
-    temp_dir = tempfile.mkdtemp(prefix="pion-rl-ray-")
-    os.environ["RAY_TMPDIR"] = temp_dir  # where Cluster records "the local cluster" for ray.init()
-    ray_dir = Path(temp_dir, "ray")
-    ray_dir.mkdir()
+    # Short: the sessions' unix sockets live under it, and a socket's path must stay under 108 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="ray-")
+    os.environ["RAY_TMPDIR"] = temp_dir  # Cluster records "the local cluster" for ray.init() in <it>/ray/
+    Path(temp_dir, "ray").mkdir()
 
     from ray.cluster_utils import Cluster
 
     cluster = Cluster()
     try:
-        node_args = {"num_cpus": args.cpus_per_node, "num_gpus": args.gpus_per_node, "temp_dir": str(ray_dir),
+        node_args = {"num_cpus": args.cpus_per_node, "num_gpus": args.gpus_per_node, "temp_dir": temp_dir,
                      "include_dashboard": False}
         # A free port for the head's dashboard process: Ray's default (8265) may be another cluster's.
         with socket.socket() as probe:
