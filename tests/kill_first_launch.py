@@ -49,10 +49,14 @@ def kill_during_last_save(args: list[str], report: Path) -> int:
     args.append(f"trainer.total_training_steps={steps}")
     run_dir = Path(_value(args, "trainer.default_local_dir").strip("'"))
     saving = run_dir / f"global_step_{steps}"
+    tracker = run_dir / TRACKER
     launch = subprocess.Popen([sys.executable, *args], start_new_session=True)
-    actors, found_at = [], 0.0
+    actors, found_at, armed = [], 0.0, False
     while launch.poll() is None and not saving.is_dir():
-        if time.monotonic() - found_at > 1:
+        # Looked for until the save before the last completed (every actor is up by then); then only the
+        # directory is watched, so that nothing delays the kill.
+        if not armed and time.monotonic() - found_at > 1:
+            armed = tracker.is_file() and tracker.read_text().strip() == str(steps - 1)
             actors, found_at = launch_actors(), time.monotonic()
         time.sleep(0.005)
     if launch.poll() is not None:
@@ -68,7 +72,6 @@ def kill_during_last_save(args: list[str], report: Path) -> int:
     for process in launch_actors():  # any actor started since the last look
         with contextlib.suppress(psutil.Error):
             process.kill()
-    tracker = run_dir / TRACKER
     seen = {"killed_step": steps, "process_group": launch.pid, "actors_killed": len(actors),
             "tracker": tracker.read_text().strip() if tracker.is_file() else None,
             "files": sorted(str(p.relative_to(run_dir)) for p in saving.rglob("*") if p.is_file())}
