@@ -4,23 +4,29 @@ The tiny Qwen3 of the demo, warm-started (the demo's cache under outputs/demo, b
 demo's synthetic arithmetic through verl's default v1 trainer: FSDP2 over gloo on 2 Ray workers, the hf rollout,
 pion-rl's engine, optimizer and reward, verl's checkpoints. Each launch starts its own Ray (about 1.5 min of
 the ~2 min a launch takes on 2 cores), so the launches are few and shared between assertions; they are marked
-``slow`` (``make test-fast`` leaves them out).
+``slow`` (``make test-fast`` leaves them out). The two-node smoke run (``NNODES=2 run_smoke.sh``) runs its two
+launches on a local Ray cluster of two nodes, one worker on each, with its first launch killed mid-save.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "examples" / "grpo_trainer" / "run_smoke.sh"
+KILL_FIRST_LAUNCH = REPO / "tests" / "kill_first_launch.py"
 CPU_ENV = {"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": "pion_rl.verl_plugin.cpu"}
 # The CPU platform (configs/platform/cpu.yaml, as run_smoke.sh selects it) and a smoke run's schedule.
 CPU_OVERRIDES = [
@@ -170,20 +176,74 @@ def test_patches_apply_only_on_the_cpu_platform():
     assert elsewhere.stdout.split() == ["False", "True"], elsewhere.stderr[-2000:]
 
 
+def _session_processes(session: int) -> list[psutil.Process]:
+    """The live processes of session ``session`` (zombies are gone in all but name)."""
+    found = []
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(process.pid) == session and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def _kill_sessions(*sessions: int):
+    for session in sessions:
+        for process in _session_processes(session):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+
 @pytest.mark.slow
-def test_run_smoke_trains_muon_resumes_and_evaluates_on_cpu(inputs, tmp_path):
-    # As a user runs it, with no arguments; Muon, so the three optimizers each get a resumed launch here.
-    run = subprocess.run(["bash", str(SMOKE)], env=_env(SMOKE_DIR=str(tmp_path), OPTIMIZER="muon",
-                                                        PYTHON=sys.executable, SMOKE_DEVICE=""),
-                         capture_output=True, text=True, timeout=1500)
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-4000:]
-    metrics = _step_metrics(output)
-    _assert_trained(metrics, "muon")
-    assert sorted(metrics) == [1, 2, 3]  # the relaunch took step 3 only
-    assert (tmp_path / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
-    table = (tmp_path / "eval" / "table.md").read_text()
-    assert "muon" in table and "synthetic_arith" in table
+def test_two_node_smoke_run_relaunches_from_the_last_complete_checkpoint_after_a_kill_mid_save(tmp_path):
+    # As a user runs it with no GPU (NNODES=2), with one stand-in: the interpreter the script runs kills the first
+    # launch, given a third step, during step 3's save (SIGKILL to its process group and its Ray actors on both
+    # nodes), then lets the script go on.
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(KILL_FIRST_LAUNCH))} "$@"\n')
+    python.chmod(0o755)
+    smoke, report = tmp_path / "smoke", tmp_path / "kill.json"
+    env = _env(SMOKE_DIR=str(smoke), NNODES="2", PYTHON=str(python), SMOKE_DEVICE="",
+               KILL_FIRST_LAUNCH_REPORT=str(report))
+    script = subprocess.Popen(["bash", str(SMOKE)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        output, _ = script.communicate(timeout=2400)
+    finally:  # a failed or hung run leaves nothing behind either
+        killed = json.loads(report.read_text()) if report.is_file() else {}
+        _kill_sessions(script.pid, *([killed["process_group"]] if killed else []))
+    assert script.returncode == 0, output[-4000:]
+    # The kill landed mid-save: step 3's directory had begun, verl's tracker still named step 2.
+    assert killed["killed_step"] == 3 and killed["tracker"] == "2", killed
+    assert "global_step_3/data.pt" not in killed["files"], killed
+    # The relaunch took step 3 only, from step 2's checkpoint (run_smoke.sh checks that step 2 was left as it was).
+    before, after = output.split("kill_first_launch: SIGKILL")
+    assert sorted(_step_metrics(before)) == [1, 2] and sorted(_step_metrics(after)) == [3]
+    _assert_trained(_step_metrics(output), "pion")
+    checkpoints = smoke / "checkpoints"
+    assert (checkpoints / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+    # FSDP2 over both nodes: one shard per rank of a world of 2.
+    for step in (2, 3):
+        assert sorted(_shards(checkpoints / f"global_step_{step}")) == [
+            f"{kind}_world_size_2_rank_{r}.pt" for kind in ("model", "optim") for r in (0, 1)]
+    # verl names a launch's trainer workers <launch prefix>WorkerDict_<placement group>:<local rank>: in each
+    # launch, the killed one and the relaunch, the two ranks ran on the two nodes.
+    ran = dict(re.findall(r"local_cluster: node (\w+)(?: \(head\))? ran (.*)", output))
+    nodes_of: dict[str, list[str]] = {}
+    for node, names in ran.items():
+        for launch in re.findall(r"(\S+)WorkerDict_\d+:0", names):
+            nodes_of.setdefault(launch, []).append(node)
+    assert len(ran) == 2 and len(nodes_of) == 2, ran
+    assert all(sorted(nodes) == sorted(ran) for nodes in nodes_of.values()), ran
+    table = (smoke / "eval" / "table.md").read_text()
+    assert "pion" in table and "synthetic_arith" in table
+    # Nothing of the test's is left: the script's session (its Ray cluster), the killed launch's, their temp dir.
+    (temp_dir,) = re.findall(r"local_cluster: .* \(temp dir (\S+), holder pid", output)
+    deadline = time.monotonic() + 60
+    while (_session_processes(script.pid) or _session_processes(killed["process_group"])) \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _session_processes(script.pid) and not _session_processes(killed["process_group"])
+    assert not Path(temp_dir).exists()
 
 
 def test_run_smoke_touches_no_earlier_result_when_a_check_fails(tmp_path):

@@ -236,3 +236,26 @@ def test_verls_lora_path_trains_adapters_under_muon_and_pion_refuses_it_at_engin
         assert {routed[n] for n in muon["trainable"]} == {"muon"}
         assert "Pion cannot train LoRA adapters" in report["lora_pion_error"]
         assert "Muon or AdamW" in report["lora_pion_error"]
+
+
+def test_a_run_killed_while_saving_is_read_at_the_step_verls_tracker_names(tmp_path):
+    from pion_rl.verl_plugin.checkpoint import LATEST_FILE, actor_dir, config_dir
+
+    def save(step: int, complete: bool):
+        actor = tmp_path / "run" / f"global_step_{step}" / "actor"
+        (actor / "huggingface").mkdir(parents=True)
+        (actor / "fsdp_config.json").write_text("{}")
+        (actor / "huggingface" / "config.json").write_text("{}")
+        if complete:  # verl writes the tracker after every file of the step
+            (tmp_path / "run" / LATEST_FILE).write_text(str(step))
+
+    # Killed during its first save: nothing completed, and the half-written step is not taken for a checkpoint.
+    save(1, complete=False)
+    assert actor_dir(tmp_path / "run") is None
+    with pytest.raises(FileNotFoundError, match=LATEST_FILE):
+        config_dir(tmp_path / "run")
+    # Killed during step 3's save, after step 2's completed: step 2, though step 3 is the newest directory.
+    save(2, complete=True)
+    save(3, complete=False)
+    assert actor_dir(tmp_path / "run") == tmp_path / "run" / "global_step_2" / "actor"
+    assert config_dir(tmp_path / "run") == tmp_path / "run" / "global_step_2" / "actor" / "huggingface"

@@ -10,6 +10,10 @@
 # configs/platform/cpu.yaml; pion_rl.verl_plugin.cpu: N_GPUS=2 Ray workers, FSDP2 over gloo, the hf rollout) with
 # the demo's tiny Qwen3, warm-started (the demo's cached warm start), on the demo's synthetic arithmetic: no data,
 # no download. MODEL_PATH, TRAIN_FILE and VAL_FILES replace the demo's model and problems when set.
+# With NNODES=2 (or more) there, the laptop rehearsal of a multi-node run: unless RAY_ADDRESS names a cluster, a
+# Ray cluster of NNODES nodes on this machine (pion_rl.verl_plugin.cpu.local_cluster: a head and more raylets,
+# each declaring N_GPUS GPUs, default 1), joined by both launches and stopped when the script ends, fails or is
+# interrupted: only that cluster, by the process that holds it.
 #
 # Environment: as deepmath_recipe.sh, and
 #   OPTIMIZER     pion | muon | adamw (default pion): the recipes' optimizer=... override
@@ -39,7 +43,9 @@ smoke=(
 if [[ $SMOKE_DEVICE == cpu ]]; then
     # The demo's tiny model and problems unless MODEL_PATH, TRAIN_FILE or VAL_FILES say otherwise (each honoured).
     inputs=$smoke_dir/inputs  # the exported tiny model and problems (rewritten each run, from the cache)
-    export VERL_PLATFORM=cpu VERL_USE_EXTERNAL_MODULES=pion_rl.verl_plugin.cpu N_GPUS=${N_GPUS:-2}
+    # Two workers: both on this node, or one on each of NNODES=2 nodes.
+    export VERL_PLATFORM=cpu VERL_USE_EXTERNAL_MODULES=pion_rl.verl_plugin.cpu
+    export N_GPUS=${N_GPUS:-$([[ ${NNODES:-1} == 1 ]] && echo 2 || echo 1)}
     export MODEL_PATH=${MODEL_PATH:-$inputs/model} TRAIN_FILE=${TRAIN_FILE:-$inputs/train.parquet}
     export VAL_FILES=${VAL_FILES:-$inputs/heldout.parquet}
     read -r eval_data _ <<<"$VAL_FILES"
@@ -69,6 +75,27 @@ fi
 if [[ ${DRY_RUN:-0} == 1 ]]; then
     run_deepmath_recipe qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" trainer.total_training_steps=2 "$@"
     exit 0
+fi
+# The rehearsal's cluster, before the preflight that checks it. The trap stops it however the script ends (a
+# SIGKILL of the script's process group takes the holder and its Ray processes with it).
+if [[ $SMOKE_DEVICE == cpu && ${NNODES:-1} != 1 && -z ${RAY_ADDRESS:-} ]]; then
+    _recipe_counts || exit 1
+    address_file=$(mktemp -d)/ray_address
+    PYTHONPATH="$DEEPMATH_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$python" -m pion_rl.verl_plugin.cpu.local_cluster \
+        --nodes "$NNODES" --gpus-per-node "$N_GPUS" --address-file "$address_file" &
+    cluster_pid=$!
+    trap 'kill -TERM "$cluster_pid" 2>/dev/null; wait "$cluster_pid" || true; rm -r "${address_file%/*}"' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    until [[ -s $address_file ]]; do
+        if ! kill -0 "$cluster_pid" 2>/dev/null; then
+            echo "run_smoke: the local Ray cluster of NNODES=$NNODES nodes did not start (its error is above)" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+    RAY_ADDRESS=$(<"$address_file")
+    export RAY_ADDRESS
 fi
 # Every check first; only then are the earlier checkpoints and evaluation replaced.
 recipe_preflight qwen3_1.7b_deepmath "$optimizer" "${smoke[@]}" "$@"

@@ -10,7 +10,6 @@ merger (``verl.model_merger``) builds one from the shards, in bf16.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from pathlib import Path
 
@@ -37,16 +36,15 @@ def actor_dir(path: str | Path) -> Path | None:
 
 
 def latest_step_dir(run_dir: str | Path) -> Path | None:
-    """``global_step_<N>`` of a run directory: the one verl's tracker file names, else the highest N present."""
+    """``global_step_<N>`` of a run directory that verl's tracker file names: the last save that completed (verl
+    writes the tracker after every file of the step). None without a tracker or its step: a ``global_step_<N>``
+    the tracker does not name may be half-written by a run killed while saving, so it is never guessed from."""
     run_dir = Path(run_dir)
     tracker = run_dir / LATEST_FILE
-    if tracker.is_file():
-        step = run_dir / f"global_step_{tracker.read_text().strip()}"
-        if step.is_dir():
-            return step
-    steps = [(int(m.group(1)), p) for p in run_dir.glob("global_step_*")
-             if p.is_dir() and (m := re.fullmatch(r"global_step_(\d+)", p.name))]
-    return max(steps)[1] if steps else None
+    if not tracker.is_file():
+        return None
+    step = run_dir / f"global_step_{tracker.read_text().strip()}"
+    return step if step.is_dir() else None
 
 
 def config_dir(path: str | Path) -> Path:
@@ -57,6 +55,10 @@ def config_dir(path: str | Path) -> Path:
     if is_hf_model_dir(path):
         return path
     actor = actor_dir(path)
+    if actor is None and any(path.glob("global_step_*")) and not (path / LATEST_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} holds global_step_<N> directories but no {LATEST_FILE}, so none of its saves completed (a run "
+            f"killed while saving): pass one global_step_<N> directory to use it as it is")
     if actor is None or not (actor / "huggingface" / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is neither a Hugging Face model directory (config.json and weights) nor a verl checkpoint "
