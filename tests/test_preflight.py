@@ -279,10 +279,12 @@ def _node(name, gpus=1.0, pion_rl=True, unreadable=()):
 ])
 def test_each_missing_piece_of_a_two_node_cluster_is_one_line(tmp_path, reports, expected):
     asked = []
-    problems = missing_pieces(1, [str(tmp_path / "t.parquet")], [], find=lambda name: True,
-                              cuda_devices=lambda: 0, pion_rl_importable=lambda: True, python="PY", cpu=True,
-                              nnodes=2, cluster=lambda paths: asked.append(paths) or reports)
-    assert asked == [[str(tmp_path / "t.parquet")]]  # the nodes are asked about the data the run reads
+    (tmp_path / "t.parquet").write_bytes(b"")
+    problems = missing_pieces(1, [str(tmp_path / "t.parquet"), str(tmp_path / "gone.parquet")], [],
+                              find=lambda name: True, cuda_devices=lambda: 0, pion_rl_importable=lambda: True,
+                              python="PY", cpu=True, nnodes=2, cluster=lambda paths: asked.append(paths) or reports)
+    # The nodes are asked about the data the run reads; a file missing here has its one line already.
+    assert asked == [[str(tmp_path / "t.parquet")]]
     problems = [p for p in problems if "training data" not in p]
     assert len(problems) == len(expected) and all(p.startswith(e) for p, e in zip(problems, expected)), problems
     assert missing_pieces(1, [], [], find=lambda name: True, cuda_devices=lambda: 0, pion_rl_importable=lambda: True,

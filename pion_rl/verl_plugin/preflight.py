@@ -198,9 +198,9 @@ def missing_pieces(
         problems.append(f"pion-rl does not import outside this checkout, so Ray workers cannot load it: "
                         f"{python} -m pip install -e {REPO_ROOT}")
     if nnodes > 1:
-        paths = [str(Path(p).expanduser().absolute()) for p in (*train_files, *val_files)]
-        if model is not None and (Path(model).expanduser().is_absolute() or Path(model).expanduser().exists()):
-            paths.append(str(Path(model).expanduser().absolute()))
+        # Only paths this machine has: one missing here already has its line above, with its fix.
+        local = [Path(p).expanduser() for p in (*train_files, *val_files, *([model] if model is not None else []))]
+        paths = [str(p.absolute()) for p in local if p.exists()]
         ask = cluster or (lambda paths: ray_node_reports(ray_address(), paths))
         problems += cluster_problems(nnodes, n_gpus, ask(paths), ray_address())
     if wandb and not wandb_ready():
