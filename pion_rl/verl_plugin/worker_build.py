@@ -5,8 +5,9 @@ carries the strategy and whose ``optim`` is the ``FSDPOptimizerConfig`` the engi
 the reward loop loads ``reward.custom_reward_function`` and calls it with ``reward_kwargs``. Here the same
 steps run on a stand-in module (an embedding, a q_proj of the model's heads, an MLP matrix, a norm, and the
 model's config) through the engine's own optimizer sequence, and pion-rl's reward checks its options instead of
-scoring. No GPU, model weights or data: the model's attention head size comes from its config when that is on this machine, and a model that a
-run could not load (a missing directory; an uncached Hub id while offline) is an error, as in the preflight.
+scoring. No GPU, model weights or data: the model's attention head size comes from its config when that is on
+this machine, and a model that a run could not load (a missing directory; an uncached Hub id while offline) is
+an error, as in the preflight.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Starts a head and ``--nodes - 1`` more raylets (``ray.cluster_utils.Cluster``), 
 ``--gpus-per-node`` GPUs (counted by Ray, never touched, as :mod:`.platform` explains) and ``--cpus-per-node``
 CPUs, writes the head's address to ``--address-file`` once every node is alive, and holds the cluster until
 SIGTERM or SIGINT; then it stops every process it started and prints, per node, the named actors that ran there
-(verl names its trainer workers ``<pool>WorkerDict_<node>:<local rank>``).
+(verl names its trainer workers ``<launch prefix>WorkerDict_<placement group>:<local rank>``, a placement
+group per node).
 
 Only this cluster is touched: its Ray processes share the holder's fate (Ray's kernel fate sharing on Linux:
 killed with the holder, even by SIGKILL), and its temp dir is its own, so a ``ray.init()`` elsewhere on the
